@@ -1,0 +1,31 @@
+"""Adam with L2, as in ../shared/SCIENCE.md, over arrays allocated in the PE's SRAM ledger (float32, elementwise,
+so every split of a weight matrix over PEs updates each weight identically)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .sram import SramLedger
+
+
+class Adam:
+    def __init__(self, ledger: SramLedger, name: str, shape, *, beta1: float, beta2: float, eps: float, l2: float):
+        self.m = ledger.alloc(f"{name}.adam_m", shape)
+        self.v = ledger.alloc(f"{name}.adam_v", shape)
+        self.beta1, self.beta2 = np.float32(beta1), np.float32(beta2)
+        self.eps, self.l2 = np.float32(eps), np.float32(l2)
+
+    def step(self, w: np.ndarray, grad: np.ndarray, lr: float, t: int) -> None:
+        """In-place update of w by gradient grad at step t >= 1 (grad is overwritten)."""
+        if self.l2:
+            grad += self.l2 * w
+        self.m *= self.beta1
+        self.m += (1 - self.beta1) * grad
+        self.v *= self.beta2
+        self.v += (1 - self.beta2) * (grad * grad)
+        c1 = np.float32(1.0 - float(self.beta1) ** t)
+        c2 = np.float32(1.0 - float(self.beta2) ** t)
+        w -= np.float32(lr) * (self.m / c1) / (np.sqrt(self.v / c2) + self.eps)
+
+    def state(self) -> dict:
+        return {"m": self.m, "v": self.v}

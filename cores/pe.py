@@ -1,0 +1,424 @@
+"""The processing element: a plain object, no Ray. `step(tick, inbound) -> outbound` is the whole contract.
+
+A PE owns a slice of one population (spiking LIF/ALIF neurons, or the readout), the synapse rows that target
+them (one row per presynaptic source, as on SpiNNaker), the e-prop eligibility traces and the Adam state,
+all allocated through its SRAM ledger. Timing follows cores/timing.py.
+
+Why results are identical for every split over PEs: weights are cut from global matrices; inbound packets
+are processed in key order (= global neuron order); a neuron's synaptic input is accumulated row by row in
+that order (event-driven, as on the chip, never through BLAS whose summation order depends on matrix
+shapes); everything else is elementwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s2emu.errors import PacketError
+from s2emu.router.packets import PacketBatch
+
+from .neurons import NeuronConstants, surrogate
+from .optimizer import Adam
+from .sram import SramLedger
+from .timing import SampleClock
+
+LABEL_TAG = 1  # P2P tag: class labels from the host to the readout PE
+KIND_SYNAPSE, KIND_ERROR = 0, 1  # what an inbound MC key means to this PE
+
+_EMPTY_U32 = np.zeros(0, dtype=np.uint32)
+
+
+def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=None,
+               p2p_dest=None, p2p_tag=None, p2p_payload=None) -> PacketBatch:
+    """A packet batch from optional parts (missing parts are empty)."""
+    u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
+    m = u32(mcp_keys)
+    p = u32(p2p_dest)
+    return PacketBatch(
+        src=int(src), tick=int(tick), streams=int(streams), mc_keys=u32(mc_keys), mcp_keys=m,
+        mcp_payload=(np.zeros((0, streams), np.float32) if mcp_payload is None
+                     else np.ascontiguousarray(mcp_payload, dtype=np.float32).reshape(len(m), streams)),
+        p2p_dest=p, p2p_tag=u32(p2p_tag),
+        p2p_payload=(np.zeros((0, streams), np.uint32) if p2p_payload is None
+                     else np.ascontiguousarray(p2p_payload, dtype=np.uint32).reshape(len(p), streams)),
+    )
+
+
+def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
+    """out[B, n] += sum_i x[:, i] * rows[i], over the sources i active in any stream, in ascending order.
+
+    The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
+    number of synaptic events (rows added), the chip's unit of synaptic work.
+    """
+    active = np.flatnonzero(x.any(axis=0))
+    for i in active:
+        out += x[:, i, None] * rows[i]
+    return len(active)
+
+
+class ProcessingElement:
+    """Shared parts: configuration, ledger, inbound decoding, counters, recording."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.pe_id = int(config["pe_id"])
+        self.label = config["label"]
+        self.B = int(config["streams"])
+        self.clock = SampleClock.from_dict(config["clock"])
+        self.T = self.clock.steps
+        lc = config["learning"]
+        self.learning = lc["rule"] != "none"
+        self.lc = lc
+        self.ledger = SramLedger(self.label, config["budget"], self.B)
+        self.projections = config["incoming"]  # list of dicts: name, pre, n_pre, weights, self_recurrent
+        km = config["keymap"]
+        self.km_keys = np.asarray(km["keys"], dtype=np.uint32)
+        self.km_kind = np.asarray(km["kind"], dtype=np.int8)
+        self.km_proj = np.asarray(km["proj"], dtype=np.int32)
+        self.km_row = np.asarray(km["row"], dtype=np.int32)
+        self.counters = {"packets_in": 0, "packets_out": 0, "synaptic_events": 0, "spikes": 0, "updates": 0}
+        self.updates = 0  # optimizer steps taken (Adam's t)
+
+    # -- inbound -------------------------------------------------------------------------------------------
+    def _decode(self, inbound: PacketBatch | None):
+        """Dense presynaptic values per projection ([B, n_pre] or None) and the learning signal ([B, n] or None)."""
+        x = [None] * len(self.projections)
+        err = None
+        if inbound is None or len(inbound) == 0:
+            return x, err, inbound
+        if inbound.streams != self.B:
+            raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
+        keys = np.concatenate([inbound.mc_keys, inbound.mcp_keys])
+        vals = np.concatenate([np.ones((len(inbound.mc_keys), self.B), np.float32), inbound.mcp_payload])
+        self.counters["packets_in"] += len(inbound)
+        if len(keys) == 0:
+            return x, err, inbound
+        order = np.argsort(keys, kind="stable")  # key order = global neuron order: split-invariant sums
+        keys, vals = keys[order], vals[order]
+        pos = np.searchsorted(self.km_keys, keys)
+        pos_c = np.minimum(pos, len(self.km_keys) - 1)
+        bad = (len(self.km_keys) == 0) | (self.km_keys[pos_c] != keys)
+        if np.any(bad):
+            k = int(keys[np.argmax(bad)])
+            raise PacketError(f"{self.label}: received key 0x{k:08x} at tick {inbound.tick} that none of its "
+                              f"synapses or learning signals uses (routing table and key map disagree)")
+        kind, proj, row = self.km_kind[pos_c], self.km_proj[pos_c], self.km_row[pos_c]
+        for q, pr in enumerate(self.projections):
+            sel = (kind == KIND_SYNAPSE) & (proj == q)
+            if sel.any():
+                xq = np.zeros((self.B, pr["n_pre"]), np.float32)
+                np.add.at(xq.T, row[sel], vals[sel])
+                x[q] = xq
+        sel = kind == KIND_ERROR
+        if sel.any():
+            err = np.zeros((self.B, self.n), np.float32)
+            np.add.at(err.T, row[sel], vals[sel])
+        return x, err, inbound
+
+    def _out(self, tick, **parts) -> PacketBatch:
+        batch = make_batch(self.pe_id, tick, self.B, **parts)
+        self.counters["packets_out"] += len(batch)
+        return batch
+
+    def lr_for(self, sample: int) -> float:
+        lc = self.lc
+        decays = int(self.clock.epoch[sample]) // lc["lr_decay_every"] if lc["lr_decay_every"] else 0
+        return lc["lr"] * lc["lr_decay"] ** decays
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {pr["name"]: self.W[q] for q, pr in enumerate(self.projections)}
+
+    def memory(self) -> dict:
+        return {"pe": self.pe_id, "label": self.label, "budget": self.ledger.budget,
+                "total": self.ledger.total, "items": self.ledger.table()}
+
+
+class NeuronPE(ProcessingElement):
+    """A slice [lo, hi) of a LIF/ALIF population, its incoming synapse rows and its e-prop state."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.lo, self.hi = int(config["lo"]), int(config["hi"])
+        n = self.n = self.hi - self.lo
+        self.c = NeuronConstants(**config["constants"])
+        L, lc = self.ledger, self.lc
+        self.per_synapse = lc["eligibility_layout"] == "per_synapse"
+        self.online = lc["signal"] == "online"
+        self.W, self.adam, self.epsv, self.epsa, self.ebar, self.grad = [], [], [], [], [], []
+        for pr in self.projections:
+            name, n_pre = pr["name"], pr["n_pre"]
+            w = L.alloc(f"{name}.weights", (n_pre, n))
+            w[...] = pr["weights"]
+            self.W.append(w)
+            if not self.learning:
+                continue
+            self.adam.append(Adam(L, name, (n_pre, n), beta1=lc["beta1"], beta2=lc["beta2"], eps=lc["eps"],
+                                  l2=lc["l2"]))
+            # Gradient slot: online, the shared gradient; end of sample, the sum of ebar per stream until the
+            # learning signal arrives (at batch 1 it becomes the gradient in place, as on the chip).
+            self.grad.append(L.alloc(f"{name}.gradient", (n_pre, n)) if self.online
+                             else L.alloc(f"{name}.gradient", (n_pre, n), batched=True))
+            self.epsv.append(L.alloc(f"{name}.epsv", (n_pre, n) if self.per_synapse else (n_pre,), batched=True))
+            self.epsa.append(L.alloc(f"{name}.epsa", (n_pre, n), batched=True) if self.c.adaptive else None)
+            self.ebar.append(L.alloc(f"{name}.ebar", (n_pre, n), batched=True))
+        self.v = L.alloc("v", (n,), batched=True)
+        self.a = L.alloc("a", (n,), batched=True) if self.c.adaptive else None
+        self.z = L.alloc("z", (n,), batched=True)
+        self.I = L.alloc("synaptic_input", (n,), batched=True)
+        self.out_keys = np.asarray(config["out_keys"], dtype=np.uint32)
+        self.record_spikes, self.record_voltage = config["record"]["spikes"], config["record"]["voltage"]
+        self.spike_log: list[np.ndarray] = []
+        self.voltage_log: list[np.ndarray] = []
+        self.pending = False  # a learning signal has arrived for the sample that just ended
+
+    def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
+        x, err, _ = self._decode(inbound)
+        sample, s = self.clock.where(tick)
+        if err is not None:
+            self._take_learning_signal(err)
+        if s == 0:
+            if self.pending and self.clock.learns(sample - 1):
+                self._update(sample - 1)
+            self.pending = False
+            self._reset()
+            return self._out(tick)
+        if s > self.T:  # the readout's last tick of this sample; nothing for the neurons to do
+            return self._out(tick)
+        return self._advance(tick, x)
+
+    def _reset(self):
+        for arr in (self.v, self.a, self.z, *self.epsv, *self.epsa, *self.ebar):
+            if arr is not None:
+                arr[...] = 0
+        if not self.online:
+            for g in self.grad:
+                g[...] = 0
+
+    def _advance(self, tick, x) -> PacketBatch:
+        c = self.c
+        self.I[...] = 0
+        for q, xq in enumerate(x):
+            if xq is not None:
+                self.counters["synaptic_events"] += ordered_accumulate(self.I, xq, self.W[q])
+        z_prev = self.z.copy()
+        if c.adaptive:
+            self.a *= c.rho
+            self.a += np.float32(1 - c.rho) * z_prev
+            A = c.v_th + c.beta * self.a
+        else:
+            A = np.float32(c.v_th)
+        self.v *= c.alpha
+        self.v += np.float32(1 - c.alpha) * self.I
+        self.v -= z_prev * A
+        u = self.v - A
+        self.z[...] = u > 0
+        if self.learning:
+            self._trace(x, surrogate(self.lc["surrogate"], u, c.v_th))
+        if self.record_voltage:
+            self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
+        fired = np.flatnonzero(self.z.any(axis=0))
+        self.counters["spikes"] += int(self.z.sum())
+        if self.record_spikes and len(fired):
+            b, j = np.nonzero(self.z)
+            self.spike_log.append(np.stack([np.full(len(b), tick), b, j + self.lo]).astype(np.int64))
+        if self.B == 1:
+            return self._out(tick, mc_keys=self.out_keys[fired])
+        return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
+
+    def _trace(self, x, psi):
+        """e-prop eligibility traces (SCIENCE.md): epsv, epsa, e, ebar, and their sum for the end-of-sample signal."""
+        c = self.c
+        one_a = np.float32(1 - c.alpha)
+        k_va = np.float32((1 - c.rho) * (1 - c.alpha))
+        psi3 = psi[:, None, :]
+        decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
+        for q, pr in enumerate(self.projections):
+            xq = x[q] if x[q] is not None else np.zeros((self.B, pr["n_pre"]), np.float32)
+            epsv = self.epsv[q]
+            epsv *= c.alpha
+            epsv += xq[:, :, None] if self.per_synapse else xq
+            ev = epsv if self.per_synapse else epsv[:, :, None]
+            if c.adaptive:
+                epsa = self.epsa[q]
+                epsa *= decay_a
+                epsa += psi3 * ev * k_va
+                e = psi3 * (one_a * ev - c.beta * epsa)
+            else:
+                e = psi3 * (one_a * ev)
+            ebar = self.ebar[q]
+            ebar *= c.kappa
+            ebar += e
+            if not self.online:
+                self.grad[q] += ebar
+
+    def _take_learning_signal(self, L: np.ndarray):
+        """L[B, n] arrived from the readout: fold it into the gradient."""
+        if not self.learning:
+            raise PacketError(f"{self.label}: received a learning signal but learning is off")
+        for q in range(len(self.projections)):
+            if self.online:  # grad += sum_b L_b * ebar_b, in stream order
+                for b in range(self.B):
+                    self.grad[q] += L[b] * self.ebar[q][b]
+            elif self.B == 1:
+                self.grad[q][0] *= L[0]  # in place: the ebar sum becomes the gradient
+            else:
+                g = L[0] * self.grad[q][0]
+                for b in range(1, self.B):
+                    g += L[b] * self.grad[q][b]
+                self.grad[q][0] = g  # slot 0 carries the batch gradient to _update
+        self.pending = True
+
+    def _update(self, sample: int):
+        self.updates += 1
+        lr = self.lr_for(sample)
+        for q, pr in enumerate(self.projections):
+            g = self.grad[q] if self.online else self.grad[q][0]
+            g /= np.float32(self.B)
+            if pr["self_recurrent"]:  # no self-connections: the diagonal's gradient is held at 0
+                j = np.arange(self.n)
+                g[j + self.lo, j] = 0
+            self.adam[q].step(self.W[q], g, lr, self.updates)
+            if self.online:
+                g[...] = 0
+        self.counters["updates"] += 1
+
+    def recordings(self) -> dict:
+        rec = {}
+        if self.record_spikes:
+            rec["spikes"] = (np.concatenate(self.spike_log, axis=1) if self.spike_log
+                             else np.zeros((3, 0), np.int64))
+        if self.record_voltage:
+            rec["voltage"] = np.stack(self.voltage_log) if self.voltage_log else np.zeros((0, 1 + self.B * self.n))
+        return rec
+
+
+class ReadoutPE(ProcessingElement):
+    """The readout population (kept whole: the softmax needs every output), its weights and the learning signal."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        n = self.n = int(config["hi"]) - int(config["lo"])
+        self.kappa = np.float32(config["constants"]["kappa"])
+        L, lc = self.ledger, self.lc
+        self.online = lc["signal"] == "online"
+        self.W, self.adam, self.grad, self.zbar, self.zbar_sum, self.feedback = [], [], [], [], [], []
+        for pr in self.projections:
+            name, n_pre = pr["name"], pr["n_pre"]
+            w = L.alloc(f"{name}.weights", (n_pre, n))
+            w[...] = pr["weights"]
+            self.W.append(w)
+            self.zbar.append(L.alloc(f"{name}.zbar", (n_pre,), batched=True))
+            if not self.learning:
+                continue
+            self.adam.append(Adam(L, name, (n_pre, n), beta1=lc["beta1"], beta2=lc["beta2"], eps=lc["eps"],
+                                  l2=lc["l2"]))
+            self.grad.append(L.alloc(f"{name}.gradient", (n_pre, n)))
+            self.zbar_sum.append(None if self.online else L.alloc(f"{name}.zbar_sum", (n_pre,), batched=True))
+            if lc["feedback"] == "random":
+                fb = L.alloc(f"{name}.feedback", (n_pre, n))
+                fb[...] = pr["feedback"]
+                self.feedback.append(fb)
+            else:
+                self.feedback.append(w)  # symmetric e-prop: feedback through the readout weights themselves
+        self.y = L.alloc("y", (n,), batched=True)
+        self.y_sum = L.alloc("y_sum", (n,), batched=True)
+        self.labels = L.alloc("label", (1,), np.int32, batched=True)
+        self.value_keys = np.asarray(config["out_keys"], dtype=np.uint32)
+        self.error_keys = [np.asarray(k, dtype=np.uint32) for k in config["error_keys"]]
+        self.eye = np.eye(n, dtype=np.float32)
+
+    def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
+        x, err, inbound = self._decode(inbound)
+        if err is not None:
+            raise PacketError(f"{self.label}: a readout receives no learning signal")
+        if inbound is not None and len(inbound.p2p_dest):
+            self._take_labels(inbound)
+        sample, s = self.clock.where(tick)
+        if s == 0:
+            for arr in (self.y, self.y_sum, *self.zbar, *self.zbar_sum):
+                if arr is not None:
+                    arr[...] = 0
+            return self._out(tick)
+        if s < 2:
+            return self._out(tick)
+        learn = self.learning and self.clock.learns(sample)
+        self.y *= self.kappa
+        for q, xq in enumerate(x):
+            zbar = self.zbar[q]
+            zbar *= self.kappa
+            if xq is not None:
+                zbar += xq
+                self.counters["synaptic_events"] += ordered_accumulate(self.y, xq, self.W[q])
+            if learn and not self.online:
+                self.zbar_sum[q] += zbar
+        self.y_sum += self.y
+        keys, payloads = [], []
+        if learn and self.online:  # per-step learning signal from the framewise loss
+            e = self._softmax(self.y) - self._onehot()
+            for q in range(len(self.projections)):
+                self._accumulate_readout_grad(q, self.zbar[q], e)
+                keys.append(self.error_keys[q])
+                payloads.append(self._signal(q, e))
+        if s == self.T + 1:
+            y_mean = self.y_sum / np.float32(self.T)
+            keys.append(self.value_keys)
+            payloads.append(y_mean.T)
+            if learn:
+                if not self.online:
+                    e = self._softmax(y_mean) - self._onehot()
+                    for q in range(len(self.projections)):
+                        self._accumulate_readout_grad(q, self.zbar_sum[q], e)
+                        keys.append(self.error_keys[q])
+                        payloads.append(self._signal(q, e))
+                self._update(sample)
+        if not keys:
+            return self._out(tick)
+        return self._out(tick, mcp_keys=np.concatenate(keys), mcp_payload=np.concatenate(payloads, axis=0))
+
+    def _take_labels(self, inbound: PacketBatch):
+        sel = inbound.p2p_tag == LABEL_TAG
+        if not sel.all() or sel.sum() != 1:
+            raise PacketError(f"{self.label}: expected one label packet (P2P tag {LABEL_TAG}) per sample")
+        lab = inbound.p2p_payload[sel][0]
+        if np.any(lab >= self.n):
+            raise PacketError(f"{self.label}: label {int(lab.max())} out of range for {self.n} classes")
+        self.labels[:, 0] = lab
+
+    def _onehot(self) -> np.ndarray:
+        return self.eye[self.labels[:, 0]]
+
+    @staticmethod
+    def _softmax(y: np.ndarray) -> np.ndarray:
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def _signal(self, q: int, e: np.ndarray) -> np.ndarray:
+        """Learning signal L_j = sum_k F_jk e_k / T for every presynaptic neuron j: payload [n_pre, B]."""
+        F = self.feedback[q]
+        L = np.zeros((self.B, F.shape[0]), np.float32)
+        for k in range(self.n):
+            L += e[:, k, None] * F[:, k]
+        return (L / np.float32(self.T)).T
+
+    def _accumulate_readout_grad(self, q: int, zbar: np.ndarray, e: np.ndarray):
+        """dE/dW_jk += sum_b zbar_bj e_bk / T, in stream order."""
+        g = self.grad[q]
+        for b in range(self.B):
+            g += np.outer(zbar[b], e[b]) / np.float32(self.T)
+
+    def _update(self, sample: int):
+        self.updates += 1
+        lr = self.lr_for(sample)
+        for q in range(len(self.projections)):
+            g = self.grad[q]
+            g /= np.float32(self.B)
+            self.adam[q].step(self.W[q], g, lr, self.updates)
+            g[...] = 0
+        self.counters["updates"] += 1
+
+    def recordings(self) -> dict:
+        return {}
+
+
+def make_pe(config: dict) -> ProcessingElement:
+    return {"neuron": NeuronPE, "readout": ReadoutPE}[config["role"]](config)

@@ -1,0 +1,166 @@
+"""The ray engine: one Ray actor (one process) per PE, a router actor and a host actor.
+
+Each actor is a thin shell around the same plain object the local engine steps. A tick's packets from one
+actor travel as one msgpack message (router/packets.py). The driver never waits for a tick: it submits
+the whole dataflow -- PE and host steps of tick t take the router's outputs of tick t-1 as Ray object
+references -- and only keeps at most WINDOW ticks in flight, so Ray pipelines the calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import time
+
+from s2emu.errors import S2EmuError
+
+from . import RawRun
+
+WINDOW = 32  # ticks in flight before the driver waits for the oldest
+
+
+def _actor_classes():
+    import ray
+
+    from s2emu.cores.pe import make_pe
+    from s2emu.host.host import Host
+    from s2emu.router.packets import decode, encode
+    from s2emu.router.router import Router
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class PEActor:
+        def __init__(self, config):
+            self.pe = make_pe(config)
+
+        def ready(self):
+            return os.getpid()
+
+        def step(self, tick, inbound):
+            return encode(self.pe.step(tick, decode(inbound) if inbound is not None else None))
+
+        def finish(self):
+            return self.pe.weights(), self.pe.recordings(), dict(self.pe.counters)
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class HostActor:
+        def __init__(self, config):
+            self.host = Host(config)
+
+        def ready(self):
+            return os.getpid()
+
+        def step(self, tick, inbound):
+            return encode(self.host.step(tick, decode(inbound) if inbound is not None else None))
+
+        def results(self):
+            return self.host.results()
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class RouterActor:
+        def __init__(self, table, n_endpoints, streams):
+            self.router = Router(table, n_endpoints, streams=streams)
+            self.n = n_endpoints
+            self.busy = 0.0
+
+        def ready(self):
+            return os.getpid()
+
+        def route(self, tick, *batches):
+            t = time.perf_counter()
+            routed = self.router.route([decode(b) for b in batches], tick)
+            out = tuple(encode(routed[e]) for e in range(self.n))
+            self.busy += time.perf_counter() - t
+            return out if self.n > 1 else out[0]
+
+        def counters(self):
+            return self.router.counters_dict(), self.router.drop_report(), self.busy
+
+    return PEActor, HostActor, RouterActor
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Attach to `address`, or start a small local Ray bound to loopback. True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if address:
+        ray.init(address=address, **kw)
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, _node_ip_address="127.0.0.1",
+                 object_store_memory=200 * 1024 * 1024, **kw)
+    return True
+
+
+def _unwrap(e: Exception) -> Exception:
+    import ray
+
+    if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, S2EmuError):
+        return e.cause
+    if isinstance(e, ray.exceptions.RayActorError):
+        return S2EmuError(f"an actor of the emulation died: {e}")
+    return e
+
+
+def run_ray(build, *, progress=None, address: str | None = None) -> RawRun:
+    import ray
+
+    started = start_ray(address)
+    try:
+        return _run(build, progress)
+    except Exception as e:  # re-raise the user's error, not Ray's wrapper
+        raise _unwrap(e) from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _run(build, progress) -> RawRun:
+    import ray
+
+    PEActor, HostActor, RouterActor = _actor_classes()
+    t0 = time.perf_counter()
+    m = build.mapping
+    pes = [PEActor.remote(c) for c in build.pe_configs]
+    host = HostActor.remote(build.host_config)
+    router = RouterActor.remote(m.table, m.n_endpoints, build.host_config["streams"])
+    actors = [*pes, host]
+    ray.get([a.ready.remote() for a in (*actors, router)])
+    t_start = time.perf_counter() - t0
+    n_ticks = build.n_ticks
+    inbound = [None] * len(actors)
+    in_flight = collections.deque()
+    t1 = time.perf_counter()
+    for tick in range(n_ticks):
+        outs = [a.step.remote(tick, inbound[e]) for e, a in enumerate(actors)]
+        routed = router.route.options(num_returns=len(actors)).remote(tick, *outs)
+        inbound = routed if len(actors) > 1 else [routed]
+        in_flight.append(outs[-1])
+        if len(in_flight) >= WINDOW:
+            ray.get(in_flight.popleft())
+            if progress is not None:
+                progress(1)
+    while in_flight:
+        ray.get(in_flight.popleft())
+        if progress is not None:
+            progress(1)
+    ray.get(inbound)  # the last tick's routing (counters complete)
+    t_run = time.perf_counter() - t1
+    finished = ray.get([p.finish.remote() for p in pes])
+    counters, drops, router_busy = ray.get(router.counters.remote())
+    results = ray.get(host.results.remote())
+    for a in (*actors, router):
+        ray.kill(a)
+    return RawRun(
+        host_results=results,
+        weights={c["pe_id"]: f[0] for c, f in zip(build.pe_configs, finished)},
+        recordings={c["pe_id"]: f[1] for c, f in zip(build.pe_configs, finished)},
+        pe_counters={c["pe_id"]: f[2] for c, f in zip(build.pe_configs, finished)},
+        router_counters=counters,
+        drop_report=drops,
+        ticks=n_ticks,
+        wall_seconds=time.perf_counter() - t0,
+        phases={"start_actors": t_start, "run": t_run, "router_busy": router_busy},
+    )

@@ -1,0 +1,108 @@
+"""Data sets the host streams into the chip. Each data kind declares its recipe schema here.
+
+`patterns`: a small temporal classification task generated in code (no download): each class is a set of
+analog input currents, each channel switched on for a class-specific window of the sample; every sample is
+its class template shifted in time by a random jitter, scaled by a random gain, plus Gaussian noise.
+Solving it needs memory of *when* channels were active, so a recurrent spiking network is tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from s2emu.errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs [N, T, C] float32 and labels [N] for a train and a test split."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+
+    @property
+    def steps(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.x_train.shape[2]
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+PATTERNS_SCHEMA = {
+    "kind": (str, "patterns", None),
+    "classes": (int, 4, lambda v: None if 2 <= v <= 1000 else "must be in [2, 1000]"),
+    "channels": (int, 20, _positive),
+    "steps": (int, 30, lambda v: None if 1 <= v <= 100000 else "must be in [1, 100000]"),
+    "train_per_class": (int, 32, _positive),
+    "test_per_class": (int, 16, _positive),
+    "active_fraction": (float, 0.3, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    "amplitude": (float, 1.0, _positive),
+    "noise": (float, 0.3, _non_negative),
+    "jitter": (int, 2, _non_negative),
+    "seed": (int, None, _non_negative),  # default: the recipe seed
+}
+
+SCHEMAS = {"patterns": PATTERNS_SCHEMA}
+
+
+def check_data_table(doc, network) -> dict:
+    from s2emu.recipe import check_table
+
+    if doc is None:
+        raise RecipeError("missing [data] table")
+    if not isinstance(doc, dict) or "kind" not in doc:
+        raise RecipeError(f"'data.kind' is required (known kinds: {', '.join(SCHEMAS)})")
+    kind = doc["kind"]
+    if kind not in SCHEMAS:
+        raise RecipeError(f"'data.kind' must be one of {', '.join(map(repr, SCHEMAS))}, got {kind!r}")
+    d = check_table(doc, SCHEMAS[kind], "data")
+    if d["channels"] != network.input.size:
+        raise RecipeError(f"'data.channels' ({d['channels']}) must equal the size of input population "
+                          f"'{network.input.name}' ({network.input.size})")
+    if d["classes"] != network.readout.size:
+        raise RecipeError(f"'data.classes' ({d['classes']}) must equal the size of readout population "
+                          f"'{network.readout.name}' ({network.readout.size})")
+    return d
+
+
+def make_patterns(d: dict, seed: int) -> Dataset:
+    rng = np.random.default_rng([d["seed"] if d["seed"] is not None else seed, 0x5A11])
+    C, T, K = d["channels"], d["steps"], d["classes"]
+    width = max(1, int(round(d["active_fraction"] * T)))
+    starts = rng.integers(0, T - width + 1, size=(K, C))
+    on = rng.random((K, C)) < 0.5  # each class drives about half of the channels
+    templates = np.zeros((K, T, C), np.float32)
+    for k in range(K):
+        for c in np.flatnonzero(on[k]):
+            templates[k, starts[k, c]:starts[k, c] + width, c] = d["amplitude"]
+
+    def draw(n_per_class):
+        y = np.repeat(np.arange(K), n_per_class)
+        x = np.empty((len(y), T, C), np.float32)
+        for i, k in enumerate(y):
+            shift = int(rng.integers(-d["jitter"], d["jitter"] + 1)) if d["jitter"] else 0
+            gain = 1.0 + 0.1 * rng.standard_normal()
+            x[i] = np.roll(templates[k], shift, axis=0) * gain + d["noise"] * rng.standard_normal((T, C))
+        order = rng.permutation(len(y))
+        return x[order], y[order]
+
+    x_tr, y_tr = draw(d["train_per_class"])
+    x_te, y_te = draw(d["test_per_class"])
+    return Dataset(x_tr, y_tr, x_te, y_te, tuple(f"class{k}" for k in range(K)))
+
+
+def load_dataset(d: dict, seed: int) -> Dataset:
+    return {"patterns": make_patterns}[d["kind"]](d, seed)

@@ -1,0 +1,149 @@
+"""The mapper: network -> placement on PEs -> key allocation -> routing table. One small stage per job,
+as in PACMAN (partition, place, allocate keys, route, compress), each with a report.
+
+Endpoints of the chip router: PEs 0..P-1 and the host as endpoint P (as if reached through the
+Ethernet-attached monitor processor of chip 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from s2emu.errors import MachineError
+from s2emu.machine import Machine
+from s2emu.network import Network
+
+from .keys import KeyAllocation, allocate_keys
+from .table import Entry, MulticastTable, build_table, route_for
+
+
+@dataclass(frozen=True)
+class Vertex:
+    """One PE's share of the network: a slice [lo, hi) of one population."""
+    pe: int
+    population: str
+    slice_index: int
+    lo: int
+    hi: int
+
+    @property
+    def n(self) -> int:
+        return self.hi - self.lo
+
+
+@dataclass(frozen=True, eq=False)
+class Mapping:
+    network: Network
+    machine: Machine
+    vertices: tuple[Vertex, ...]
+    keys: KeyAllocation
+    table: MulticastTable
+    entries_before_merge: int
+
+    @property
+    def n_pes(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def host(self) -> int:
+        return self.n_pes
+
+    @property
+    def n_endpoints(self) -> int:
+        return self.n_pes + 1
+
+    def vertices_of(self, population: str) -> list[Vertex]:
+        return [v for v in self.vertices if v.population == population]
+
+    def readout_pe(self) -> int:
+        return self.vertices_of(self.network.readout.name)[0].pe
+
+    def to_dict(self) -> dict:
+        return {
+            "pes": self.n_pes,
+            "host_endpoint": self.host,
+            "placement": [{"pe": v.pe, "population": v.population, "slice": v.slice_index, "lo": v.lo, "hi": v.hi}
+                          for v in self.vertices],
+            "keys": self.keys.to_dict(),
+            "table": {"entries": len(self.table), "entries_before_merge": self.entries_before_merge,
+                      "capacity": self.machine.router_entries,
+                      "rows": [{"key": f"0x{e.key:08x}", "mask": f"0x{e.mask:08x}", "route": e.route}
+                               for e in self.table.entries]},
+        }
+
+
+def partition_name(population: str, what: str) -> str:
+    return f"{population}/{what}"
+
+
+def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
+    """Slices in population order onto consecutive PEs of chip 0."""
+    vertices = []
+    for pop in network.populations:
+        if pop.model == "input":
+            continue  # streamed by the host
+        for s, (lo, hi) in enumerate(pop.slices()):
+            vertices.append(Vertex(len(vertices), pop.name, s, lo, hi))
+    if len(vertices) > machine.pes_per_chip:
+        raise MachineError(
+            f"the network needs {len(vertices)} PEs but a chip of machine '{machine.name}' has "
+            f"{machine.pes_per_chip}; raise max_atoms_per_core (or lower --pes), or use a bigger "
+            f"pes_per_chip (placement across chips is not supported yet)")
+    return tuple(vertices)
+
+
+def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
+    parts = [(partition_name(network.input.name, "values"), [network.input.size])]
+    for pop in network.populations:
+        vs = [v for v in vertices if v.population == pop.name]
+        if pop.is_neuron:
+            parts.append((partition_name(pop.name, "spikes"), [v.n for v in vs]))
+            parts.append((partition_name(pop.name, "errors"), [v.n for v in vs]))
+        elif pop.model == "readout":
+            parts.append((partition_name(pop.name, "values"), [pop.size]))
+    return parts
+
+
+def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Entry]:
+    by_pop = {}
+    for v in vertices:
+        by_pop.setdefault(v.population, []).append(v)
+    entries = []
+    for pop in network.populations:
+        # where this population's packets must go: every PE of every population it projects to
+        targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name for v in by_pop[pr.post]})
+        if pop.model == "input":
+            k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
+            entries.append(Entry(k, m, route_for(endpoints=targets)))
+        elif pop.model == "readout":
+            k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
+            entries.append(Entry(k, m, route_for(endpoints=[host])))
+        else:
+            for v in by_pop[pop.name]:
+                k, m = keys.slice_key_mask(partition_name(pop.name, "spikes"), v.slice_index)
+                entries.append(Entry(k, m, route_for(endpoints=targets)))
+                # the learning signal for this slice goes only to the PE that holds it
+                k, m = keys.slice_key_mask(partition_name(pop.name, "errors"), v.slice_index)
+                entries.append(Entry(k, m, route_for(endpoints=[v.pe])))
+    return entries
+
+
+def map_network(network: Network, machine: Machine) -> Mapping:
+    vertices = place(network, machine)
+    keys = allocate_keys(_partitions(network, vertices))
+    entries = _entries(network, vertices, keys, host=len(vertices))
+    table = build_table(entries, capacity=machine.router_entries)
+    return Mapping(network, machine, vertices, keys, table, len(entries))
+
+
+def placement_report(mapping: Mapping, memory: dict[int, int] | None = None) -> list[list[str]]:
+    """Rows for a table: PE, population slice, neurons, key range, SRAM."""
+    rows = []
+    for v in mapping.vertices:
+        part = partition_name(v.population, "spikes" if mapping.network[v.population].is_neuron else "values")
+        k, m = mapping.keys.slice_key_mask(part, v.slice_index)
+        row = [str(v.pe), f"{v.population}[{v.lo}:{v.hi}]", str(v.n), f"0x{k:08x}/0x{m:08x}"]
+        if memory is not None:
+            row.append(f"{memory[v.pe]:,}")
+        rows.append(row)
+    return rows

@@ -1,0 +1,112 @@
+"""Everything a run needs before it starts: the mapping, the data, the schedule, and one plain-dict
+configuration per PE and for the host (plain dicts of numbers and numpy arrays, so they travel to Ray actors).
+
+Building also constructs each PE once at batch 1 to fill its SRAM ledger: a slice that does not fit is
+refused here, before any engine starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .cores.neurons import NeuronConstants
+from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
+from .host.datasets import Dataset, load_dataset
+from .host.host import Plan, make_plan
+from .network import initial_weights, random_feedback
+from .recipe import Recipe
+from .router.mapper import Mapping, map_network, partition_name
+
+
+@dataclass(frozen=True, eq=False)
+class Build:
+    recipe: Recipe
+    mapping: Mapping
+    dataset: Dataset
+    plan: Plan
+    pe_configs: list[dict]
+    host_config: dict
+    memory: list[dict]  # per PE ledger report at batch 1
+
+    @property
+    def n_ticks(self) -> int:
+        return self.plan.clock(self.dataset.steps).n_ticks
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(m["total"] for m in self.memory)
+
+
+def _global_keys(mapping: Mapping, population: str, what: str) -> np.ndarray:
+    """Keys of all neurons of a population's partition, in global neuron order."""
+    part = partition_name(population, what)
+    n_slices = len(mapping.keys.slice_sizes[mapping.keys.partition_id(part)])
+    return np.concatenate([mapping.keys.keys(part, s) for s in range(n_slices)]).astype(np.uint32)
+
+
+def _source_keys(mapping: Mapping, population: str) -> np.ndarray:
+    pop = mapping.network[population]
+    return _global_keys(mapping, population, "values" if pop.model == "input" else "spikes")
+
+
+def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True) -> Build:
+    net, lc = recipe.network, recipe.learning
+    mapping = map_network(net, recipe.machine)
+    dataset = load_dataset(recipe.data, recipe.seed)
+    B = streams or recipe.schedule.batch
+    plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
+                     seed=recipe.seed)
+    clock = plan.clock(dataset.steps).to_dict()
+    weights = initial_weights(net, recipe.seed)
+    feedback = random_feedback(net, recipe.seed) if lc.feedback == "random" else {}
+    readout = net.readout
+    tau_out = readout.param("tau_out")
+    configs = []
+    for v in mapping.vertices:
+        pop = net[v.population]
+        incoming, km = [], {"keys": [], "kind": [], "proj": [], "row": []}
+        for q, pr in enumerate(net.incoming(pop.name)):
+            n_pre = net[pr.pre].size
+            incoming.append({"name": pr.name, "pre": pr.pre, "n_pre": n_pre,
+                             "weights": np.ascontiguousarray(weights[pr.name][:, v.lo:v.hi]),
+                             "self_recurrent": pr.pre == pr.post,
+                             "feedback": feedback.get(pr.pre)})
+            keys = _source_keys(mapping, pr.pre)
+            km["keys"].append(keys)
+            km["kind"].append(np.full(n_pre, KIND_SYNAPSE))
+            km["proj"].append(np.full(n_pre, q))
+            km["row"].append(np.arange(n_pre))
+        cfg = {"pe_id": v.pe, "label": f"PE {v.pe} ({v.population}[{v.lo}:{v.hi}])", "population": v.population,
+               "lo": v.lo, "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(lc),
+               "budget": recipe.machine.pe_budget, "incoming": incoming,
+               "record": {"spikes": v.population in recipe.record_spikes,
+                          "voltage": v.population in recipe.record_voltage}}
+        if pop.is_neuron:
+            params = {k: pop.param(k) for k in pop.params_for(pop.model)}
+            cfg.update(role="neuron", constants=asdict(NeuronConstants.make(pop.model, tau_out=tau_out, **params)),
+                       out_keys=mapping.keys.keys(partition_name(pop.name, "spikes"), v.slice_index))
+            if lc.rule != "none":
+                km["keys"].append(mapping.keys.keys(partition_name(pop.name, "errors"), v.slice_index))
+                km["kind"].append(np.full(v.n, KIND_ERROR))
+                km["proj"].append(np.full(v.n, -1))
+                km["row"].append(np.arange(v.n))
+        else:
+            cfg.update(role="readout", constants={"kappa": NeuronConstants.make("readout", tau_out=tau_out).kappa},
+                       out_keys=mapping.keys.keys(partition_name(pop.name, "values"), 0),
+                       error_keys=[_global_keys(mapping, pr["pre"], "errors") for pr in incoming])
+        keys = np.concatenate(km["keys"]).astype(np.uint32)
+        order = np.argsort(keys, kind="stable")
+        cfg["keymap"] = {"keys": keys[order], "kind": np.concatenate(km["kind"])[order].astype(np.int8),
+                         "proj": np.concatenate(km["proj"])[order].astype(np.int32),
+                         "row": np.concatenate(km["row"])[order].astype(np.int32)}
+        configs.append(cfg)
+    memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
+    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps,
+                   "plan": {"split": plan.split, "epoch": plan.epoch, "idx": plan.idx},
+                   "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
+                   "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
+                   "value_keys": mapping.keys.keys(partition_name(readout.name, "values"), 0),
+                   "readout_pe": mapping.readout_pe()}
+    return Build(recipe, mapping, dataset, plan, configs, host_config, memory)

@@ -1,0 +1,235 @@
+"""The s2emu command line: info, run, memory, map.
+
+Every command's --json prints one JSON object on stdout; logs and progress go to stderr.
+Errors caused by input are printed as one line (`error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import S2EmuError
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class TickProgress:
+    """A rich progress bar over ticks, on stderr; silent when stderr is not a terminal and quiet is asked."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.label, self.enabled, self.bar, self.task = label, enabled, None, None
+
+    def start(self, total: int):
+        if not self.enabled:
+            return
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("ticks"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=err_console, transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=total)
+
+    def advance(self, n: int = 1):
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def stop(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _jsonable(obj):
+    return {k: v for k, v in obj.items() if not k.startswith("_")}
+
+
+def _load(args):
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
+                                 epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None))
+
+
+def cmd_info(args) -> dict:
+    import numpy
+    import ray
+
+    from .machine import PRESETS
+    from .recipe import builtin_recipes
+
+    info = {"s2emu": __version__, "python": sys.version.split()[0], "numpy": numpy.__version__,
+            "ray": ray.__version__, "machines": {k: m.to_dict() for k, m in PRESETS.items()},
+            "recipes": builtin_recipes(), "engines": ["local", "ray"]}
+    if not args.json:
+        out_console.print(f"[bold]s2emu {__version__}[/] - SpiNNaker 2 emulator (python {info['python']}, "
+                          f"numpy {info['numpy']}, ray {info['ray']})")
+        t = Table("machine preset", "chips", "PEs/chip", "SRAM/PE", "router entries", "clock MHz")
+        for k, m in PRESETS.items():
+            t.add_row(k, str(m.chips), str(m.pes_per_chip), f"{m.sram_bytes // 1024} KB", str(m.router_entries),
+                      f"{m.clock_mhz:g}")
+        out_console.print(t)
+        out_console.print(f"bundled recipes: {', '.join(info['recipes'])}   engines: local, ray")
+    return info
+
+
+def cmd_run(args) -> dict:
+    from .runner import run
+
+    recipe = _load(args)
+    progress = TickProgress(f"{recipe.name} on {args.engine}", enabled=not args.quiet)
+    if not args.quiet:
+        err_console.print(f"[bold]{recipe.name}[/]: {recipe.description}")
+    try:
+        result = run(recipe, engine=args.engine, address=args.address, progress=progress,
+                     allow_drops=args.allow_drops)
+    finally:
+        progress.stop()
+    if args.save_spikes:
+        import numpy as np
+        np.savez_compressed(args.save_spikes, **result["_arrays"]["spikes"])
+    if not args.json:
+        t = Table(title=f"{recipe.name}: {result['pes']} PEs, engine {args.engine}, seed {recipe.seed}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        t.add_row("test accuracy", f"{result['accuracy']:.3f}  (chance {result['chance']:.3f})")
+        t.add_row("balanced accuracy", f"{result['balanced_accuracy']:.3f}")
+        t.add_row("test samples", str(result["n_test"]))
+        if result["train_curve"]:
+            curve = " ".join(f"{p['accuracy']:.2f}" for p in result["train_curve"])
+            t.add_row("train accuracy per epoch", curve)
+        t.add_row("ticks", f"{result['ticks']:,} in {result['wall_seconds']:.1f} s "
+                           f"({result['ticks_per_second']:.0f} ticks/s)")
+        t.add_row("SRAM (all PEs, batch 1)", f"{result['total_bytes']:,} B")
+        t.add_row("packets routed / dropped", f"{result['router']['routed']:,} / {result['router']['dropped']}")
+        t.add_row("state_digest", result["state_digest"][:32] + "...")
+        out_console.print(t)
+    return result
+
+
+def cmd_memory(args) -> dict:
+    from .build import build
+
+    recipe = _load(args)
+    b = build(recipe, streams=1)
+    per_pe = []
+    for v, m in zip(b.mapping.vertices, b.memory):
+        per_pe.append({"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
+                       "budget": m["budget"], "items": m["items"]})
+    result = {"recipe": recipe.name, "machine": recipe.machine.name, "pe_budget": recipe.machine.pe_budget,
+              "layout": recipe.learning.eligibility_layout, "total_bytes": b.total_bytes, "per_pe": per_pe,
+              "weights": recipe.network.n_weights}
+    if not args.json:
+        t = Table(title=f"SRAM per PE: {recipe.name} on {recipe.machine.name} "
+                        f"(budget {recipe.machine.pe_budget:,} B per PE, batch 1, layout {result['layout']})")
+        for col in ("PE", "slice", "bytes", "% of budget", "largest arrays"):
+            t.add_column(col, justify="right" if col in ("bytes", "% of budget") else "left")
+        for p in per_pe:
+            top = sorted(p["items"], key=lambda i: -i["bytes"])[:3]
+            t.add_row(str(p["pe"]), f"{p['population']}[{p['lo']}:{p['hi']}]", f"{p['bytes']:,}",
+                      f"{100 * p['bytes'] / p['budget']:.1f}", ", ".join(f"{i['name']} {i['bytes']:,}" for i in top))
+        t.add_row("total", "", f"{b.total_bytes:,}", "", f"{b.total_bytes / 1024:.2f} KiB over {len(per_pe)} PEs")
+        out_console.print(t)
+    return result
+
+
+def cmd_map(args) -> dict:
+    from .build import build
+    from .router.mapper import placement_report
+
+    recipe = _load(args)
+    b = build(recipe, streams=1)
+    d = b.mapping.to_dict()
+    d["recipe"] = recipe.name
+    if not args.json:
+        t = Table(title=f"placement of {recipe.name}: {b.mapping.n_pes} PEs (+ host as endpoint {b.mapping.host})")
+        for col in ("PE", "slice", "neurons", "key/mask", "SRAM bytes"):
+            t.add_column(col)
+        for row in placement_report(b.mapping, {m["pe"]: m["total"] for m in b.memory}):
+            t.add_row(*row)
+        out_console.print(t)
+        k = d["keys"]
+        out_console.print(f"keys: {k}")
+        tt = Table(title=f"router table: {len(b.mapping.table)} entries after merging "
+                         f"({b.mapping.entries_before_merge} before), capacity {recipe.machine.router_entries}")
+        for col in ("key", "mask", "endpoints"):
+            tt.add_column(col)
+        from .router.table import endpoints_of
+        for e in b.mapping.table.entries:
+            ends = ["host" if x == b.mapping.host else f"PE {x}" for x in endpoints_of(e.route)]
+            tt.add_row(f"0x{e.key:08x}", f"0x{e.mask:08x}", ", ".join(ends))
+        out_console.print(tt)
+    return d
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="s2emu", description="Emulate learning on the SpiNNaker 2 chip.")
+    p.add_argument("--version", action="version", version=f"s2emu {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, overrides=True):
+        sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe (e.g. smoke)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+        if overrides:
+            sp.add_argument("--pes", type=int, help="split every spiking population over N PEs")
+            sp.add_argument("--seed", type=int, help="override the recipe seed")
+
+    sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
+    sp.add_argument("--json", action="store_true")
+    sp = sub.add_parser("run", help="run a recipe on the emulated chip")
+    common(sp)
+    sp.add_argument("--engine", choices=["local", "ray"], default="local")
+    sp.add_argument("--address", help="Ray cluster address for --engine ray (default: start a local one)")
+    sp.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    sp.add_argument("--batch", type=int, help="override the recipe's batch (streams)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--allow-drops", action="store_true", help="report dropped packets without failing")
+    sp.add_argument("--save-spikes", metavar="FILE.npz", help="save the recorded spikes")
+    sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
+    common(sp)
+    sp = sub.add_parser("map", help="placement, keys and routing table report")
+    common(sp)
+    return p
+
+
+COMMANDS = {"info": cmd_info, "run": cmd_run, "memory": cmd_memory, "map": cmd_map}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run" and args.address and args.engine != "ray":
+        err_console.print("error: --address needs --engine ray")
+        return 2
+    try:
+        result = COMMANDS[args.command](args)
+    except S2EmuError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    if args.json:
+        sys.stdout.write(json.dumps(_jsonable(result), default=_json_default) + "\n")
+    return 0
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

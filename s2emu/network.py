@@ -1,0 +1,187 @@
+"""The network a recipe describes: populations, projections, learning rule, and initial weights.
+
+Populations are PyNN-like: a name, a neuron model, a size and `max_atoms_per_core` (neurons per PE).
+Models:
+  input    analog values streamed by the host (one MC-with-payload packet per channel per tick)
+  lif/alif spiking neurons of ../shared/SCIENCE.md (lif is alif with beta = 0 and no adaptation state)
+  readout  leaky readout y(t) = kappa y(t-1) + sum_j W_jk z_j; softmax cross-entropy of mean y
+
+Initial weights are drawn here, globally, from the recipe seed and the projection's name, and only then
+cut into PE slices: that is what makes every split of the network over PEs start from the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .errors import RecipeError
+
+NEURON_PARAMS = ("tau_m", "tau_a", "v_th", "beta", "tau_out")
+# SCIENCE.md seed A parameters (time in ticks).
+DEFAULTS = {"tau_m": 5.0, "tau_a": 150.0, "v_th": 1.6, "beta": 0.184, "tau_out": 10.0}
+MODEL_PARAMS = {
+    "input": (),
+    "lif": ("tau_m", "v_th"),
+    "alif": ("tau_m", "tau_a", "v_th", "beta"),
+    "readout": ("tau_out",),
+}
+
+
+@dataclass(frozen=True)
+class Population:
+    name: str
+    model: str
+    size: int
+    params: dict
+    max_atoms_per_core: int | None = None
+
+    @staticmethod
+    def params_for(model: str) -> tuple[str, ...]:
+        return MODEL_PARAMS[model]
+
+    def param(self, key: str) -> float:
+        return float(self.params.get(key, DEFAULTS[key]))
+
+    @property
+    def is_neuron(self) -> bool:
+        return self.model in ("lif", "alif")
+
+    def slices(self) -> list[tuple[int, int]]:
+        """Contiguous [lo, hi) neuron ranges, one per PE. Readouts stay whole: the softmax needs all of them."""
+        if self.model == "readout" or self.model == "input":
+            return [(0, self.size)]
+        per = self.max_atoms_per_core or self.size
+        return [(lo, min(lo + per, self.size)) for lo in range(0, self.size, per)]
+
+
+@dataclass(frozen=True)
+class Projection:
+    pre: str
+    post: str
+    init_scale: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.pre}->{self.post}"
+
+
+@dataclass(frozen=True)
+class LearningSpec:
+    rule: str = "eprop"
+    feedback: str = "symmetric"
+    signal: str = "end_of_sample"
+    surrogate: str = "multi_gaussian"
+    eligibility_layout: str = "per_synapse"
+    lr: float = 0.01
+    lr_decay: float = 1.0
+    lr_decay_every: int = 0  # in epochs; 0 = never
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-5
+    l2: float = 0.0
+
+
+@dataclass(frozen=True)
+class Network:
+    populations: tuple[Population, ...]
+    projections: tuple[Projection, ...]
+
+    def __post_init__(self):
+        names = [p.name for p in self.populations]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise RecipeError(f"population name used twice: {', '.join(sorted(dup))}")
+        inputs = [p for p in self.populations if p.model == "input"]
+        readouts = [p for p in self.populations if p.model == "readout"]
+        if len(inputs) != 1 or len(readouts) != 1:
+            raise RecipeError(f"the network needs exactly one 'input' and one 'readout' population "
+                              f"(has {len(inputs)} and {len(readouts)})")
+        seen = set()
+        for i, pr in enumerate(self.projections):
+            for end in (pr.pre, pr.post):
+                if end not in names:
+                    raise RecipeError(f"'projections[{i}]' names unknown population '{end}'"
+                                      f" (populations: {', '.join(names)})")
+            if (pr.pre, pr.post) in seen:
+                raise RecipeError(f"'projections[{i}]': projection {pr.name} given twice")
+            seen.add((pr.pre, pr.post))
+            post, pre = self[pr.post], self[pr.pre]
+            if post.model == "input":
+                raise RecipeError(f"'projections[{i}]': the input population '{post.name}' cannot receive a projection")
+            if post.model == "readout" and not pre.is_neuron:
+                raise RecipeError(f"'projections[{i}]': a readout reads spiking populations, not '{pre.model}'")
+            if pre.model == "readout":
+                raise RecipeError(f"'projections[{i}]': readout '{pre.name}' cannot project onward")
+        for p in self.populations:
+            if p.is_neuron and not any(pr.post == p.name for pr in self.projections):
+                raise RecipeError(f"population '{p.name}' receives no projection")
+            if p.is_neuron and not any(pr.pre == p.name and self[pr.post].model == "readout"
+                                       for pr in self.projections):
+                raise RecipeError(f"population '{p.name}' does not project to the readout "
+                                  f"(e-prop's learning signal comes from the readout)")
+
+    def __getitem__(self, name: str) -> Population:
+        for p in self.populations:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.populations)
+
+    @property
+    def input(self) -> Population:
+        return next(p for p in self.populations if p.model == "input")
+
+    @property
+    def readout(self) -> Population:
+        return next(p for p in self.populations if p.model == "readout")
+
+    def incoming(self, post: str) -> list[Projection]:
+        return [pr for pr in self.projections if pr.post == post]
+
+    def split_over(self, pes: int) -> "Network":
+        """Every spiking population cut into (at most) `pes` slices of near-equal size."""
+        pops = tuple(replace(p, max_atoms_per_core=max(1, math.ceil(p.size / pes))) if p.is_neuron else p
+                     for p in self.populations)
+        return replace(self, populations=pops)
+
+    @property
+    def n_weights(self) -> int:
+        return sum(self[p.pre].size * self[p.post].size for p in self.projections)
+
+
+def _rng(seed: int, what: str) -> np.random.Generator:
+    # Keyed by name, not by order, so adding a projection does not change the others' weights.
+    return np.random.default_rng([seed, zlib.crc32(what.encode())])
+
+
+def initial_weights(network: Network, seed: int) -> dict[str, np.ndarray]:
+    """Global float32 weight matrices [n_pre, n_post] (row = presynaptic source, as synapse rows on the chip).
+
+    N(0, init_scale^2 / n_pre); recurrent self-connections (i == j) are zero and stay zero.
+    """
+    weights = {}
+    for pr in network.projections:
+        n_pre, n_post = network[pr.pre].size, network[pr.post].size
+        w = _rng(seed, pr.name).standard_normal((n_pre, n_post)) * (pr.init_scale / math.sqrt(n_pre))
+        if pr.pre == pr.post:
+            np.fill_diagonal(w, 0.0)
+        weights[pr.name] = w.astype(np.float32)
+    return weights
+
+
+def random_feedback(network: Network, seed: int) -> dict[str, np.ndarray]:
+    """Fixed random feedback matrices B [n_hidden, n_out] for random e-prop, one per population read out."""
+    out = network.readout
+    fb = {}
+    for pr in network.incoming(out.name):
+        n = network[pr.pre].size
+        fb[pr.pre] = (_rng(seed, f"feedback:{pr.pre}").standard_normal((n, out.size))
+                      / math.sqrt(out.size)).astype(np.float32)
+    return fb

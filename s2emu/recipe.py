@@ -1,0 +1,265 @@
+"""Recipes: one TOML file per experiment (machine, network, learning rule, data, schedule, recording).
+
+Loading a recipe never executes code: it is parsed by tomllib and checked against the schema below.
+Every key is known, typed and range-checked; a mistake gets one error line naming the key
+(and the closest known key, for typos).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+from .machine import Machine, make_machine
+from .network import LearningSpec, Network, Population, Projection, NEURON_PARAMS
+
+# A schema leaf is (type, default, check); check(value) -> error text or None. default REQUIRED means must be given.
+REQUIRED = object()
+
+
+def _positive(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _one_of(*choices):
+    def check(v):
+        return None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
+    return check
+
+
+def _in_range(lo, hi):
+    def check(v):
+        return None if lo <= v <= hi else f"must be in [{lo}, {hi}]"
+    return check
+
+
+MACHINE_SCHEMA = {
+    "preset": (str, "spinnaker2", None),
+    "chips": (int, None, _positive),
+    "pes_per_chip": (int, None, _positive),
+    "sram_bytes": (int, None, _positive),
+    "reserved_bytes": (int, None, _non_negative),
+    "router_entries": (int, None, _positive),
+    "clock_mhz": (float, None, _positive),
+}
+
+POPULATION_SCHEMA = {
+    "name": (str, REQUIRED, lambda v: None if v.isidentifier() else "must be an identifier (letters, digits, _)"),
+    "model": (str, REQUIRED, _one_of("input", "lif", "alif", "readout")),
+    "size": (int, REQUIRED, _in_range(1, 1 << 16)),
+    "max_atoms_per_core": (int, None, _in_range(1, 1 << 16)),
+    "tau_m": (float, None, _positive),
+    "tau_a": (float, None, _positive),
+    "v_th": (float, None, _positive),
+    "beta": (float, None, _non_negative),
+    "tau_out": (float, None, _positive),
+}
+
+PROJECTION_SCHEMA = {
+    "pre": (str, REQUIRED, None),
+    "post": (str, REQUIRED, None),
+    "init_scale": (float, 1.0, _non_negative),
+}
+
+LEARNING_SCHEMA = {
+    "rule": (str, "eprop", _one_of("eprop", "none")),
+    "feedback": (str, "symmetric", _one_of("symmetric", "random")),
+    "signal": (str, "end_of_sample", _one_of("end_of_sample", "online")),
+    "surrogate": (str, "multi_gaussian", _one_of("multi_gaussian", "triangle")),
+    "eligibility_layout": (str, "per_synapse", _one_of("per_synapse", "per_source")),
+    "lr": (float, 0.01, _positive),
+    "lr_decay": (float, 1.0, _in_range(0.0, 1.0)),
+    "lr_decay_every": (int, 0, _non_negative),
+    "beta1": (float, 0.9, _in_range(0.0, 0.999999)),
+    "beta2": (float, 0.999, _in_range(0.0, 0.999999999)),
+    "eps": (float, 1e-5, _positive),
+    "l2": (float, 0.0, _non_negative),
+}
+
+SCHEDULE_SCHEMA = {
+    "epochs": (int, 1, _in_range(0, 100000)),
+    "batch": (int, 1, _in_range(1, 4096)),
+}
+
+RECORD_SCHEMA = {
+    "spikes": (list, [], None),
+    "voltage": (list, [], None),
+}
+
+TOP_SCHEMA = {
+    "name": (str, REQUIRED, None),
+    "description": (str, "", None),
+    "seed": (int, 0, _in_range(0, 2**32 - 1)),
+    "machine": MACHINE_SCHEMA,
+    "data": None,  # checked against the schema of the data kind it names (host/datasets.py)
+    "populations": [POPULATION_SCHEMA],
+    "projections": [PROJECTION_SCHEMA],
+    "learning": LEARNING_SCHEMA,
+    "schedule": SCHEDULE_SCHEMA,
+    "record": RECORD_SCHEMA,
+}
+
+
+def _type_name(t) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            list: "a list", dict: "a table"}[t]
+
+
+def _check_leaf(value, typ, path):
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+    if typ is float and ok and not math.isfinite(value):
+        raise RecipeError(f"'{path}' must be a finite number, got {value}")
+    if not ok:
+        raise RecipeError(f"'{path}' must be {_type_name(typ)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_table(doc: Any, schema: dict, path: str) -> dict:
+    """Validate one TOML table against a schema; returns it with defaults filled in."""
+    where = path or "recipe"
+    if not isinstance(doc, dict):
+        raise RecipeError(f"'{where}' must be a table, got {type(doc).__name__}")
+    for key in doc:
+        if key not in schema:
+            hint = difflib.get_close_matches(key, list(schema), n=1)
+            did = f" (did you mean '{hint[0]}'?)" if hint else f"; known keys: {', '.join(schema)}"
+            raise RecipeError(f"unknown key '{path + '.' if path else ''}{key}'{did}")
+    out = {}
+    for key, spec in schema.items():
+        kpath = f"{path}.{key}" if path else key
+        if isinstance(spec, dict):
+            out[key] = check_table(doc.get(key, {}), spec, kpath)
+        elif isinstance(spec, list):
+            items = doc.get(key, [])
+            if not isinstance(items, list):
+                raise RecipeError(f"'{kpath}' must be an array of tables ([[{kpath}]])")
+            out[key] = [check_table(item, spec[0], f"{kpath}[{i}]") for i, item in enumerate(items)]
+        elif spec is None:
+            out[key] = doc.get(key)
+        else:
+            typ, default, check = spec
+            if key not in doc:
+                if default is REQUIRED:
+                    raise RecipeError(f"missing required key '{kpath}'")
+                out[key] = default
+                continue
+            value = _check_leaf(doc[key], typ, kpath)
+            problem = check(value) if check else None
+            if problem:
+                raise RecipeError(f"'{kpath}' {problem}, got {value!r}")
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Schedule:
+    epochs: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    seed: int
+    machine: Machine
+    network: Network
+    learning: LearningSpec
+    schedule: Schedule
+    data: dict
+    record_spikes: tuple[str, ...] = ()
+    record_voltage: tuple[str, ...] = ()
+    source: str = ""
+
+    def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None) -> "Recipe":
+        """Apply command-line overrides. --pes N splits every neuron population over N PEs."""
+        r = self
+        if seed is not None:
+            r = replace(r, seed=seed)
+        if pes is not None:
+            if pes < 1:
+                raise RecipeError(f"--pes must be >= 1, got {pes}")
+            r = replace(r, network=r.network.split_over(pes))
+        if epochs is not None or batch is not None:
+            if (epochs is not None and epochs < 0) or (batch is not None and batch < 1):
+                raise RecipeError("--epochs must be >= 0 and --batch >= 1")
+            r = replace(r, schedule=Schedule(epochs if epochs is not None else r.schedule.epochs,
+                                             batch if batch is not None else r.schedule.batch))
+        return r
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("s2emu.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def resolve_recipe_path(spec: str) -> Path | Any:
+    """A path to a TOML file, or the name of a bundled recipe ('smoke' or 'smoke.toml')."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    name = p.name[:-5] if p.name.endswith(".toml") else p.name
+    bundled = resources.files("s2emu.recipes") / f"{name}.toml"
+    if bundled.is_file():
+        return bundled
+    raise RecipeError(f"no recipe file '{spec}' (bundled recipes: {', '.join(builtin_recipes())})")
+
+
+def load_recipe(spec: str) -> Recipe:
+    path = resolve_recipe_path(spec)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{spec}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{spec}: cannot read: {e}") from None
+    try:
+        return parse_recipe(doc, source=str(spec))
+    except RecipeError as e:
+        raise RecipeError(f"{spec}: {e}") from None
+
+
+def parse_recipe(doc: dict, source: str = "") -> Recipe:
+    from .host.datasets import check_data_table  # data kinds own their schemas
+
+    d = check_table(doc, TOP_SCHEMA, "")
+    m = {k: v for k, v in d["machine"].items() if v is not None and k != "preset"}
+    from .errors import MachineError
+    try:
+        machine = make_machine(d["machine"]["preset"], **m)
+    except MachineError as e:
+        raise RecipeError(f"[machine]: {e}") from None
+    pops = []
+    for i, p in enumerate(d["populations"]):
+        params = {k: p[k] for k in NEURON_PARAMS if p[k] is not None}
+        allowed = Population.params_for(p["model"])
+        for k in params:
+            if k not in allowed:
+                raise RecipeError(f"'populations[{i}].{k}' has no meaning for model '{p['model']}'"
+                                  f" (it takes: {', '.join(allowed) or 'no parameters'})")
+        pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"]))
+    projs = [Projection(p["pre"], p["post"], p["init_scale"]) for p in d["projections"]]
+    network = Network(tuple(pops), tuple(projs))  # validates names and shapes
+    learning = LearningSpec(**d["learning"])
+    data = check_data_table(d["data"], network)
+    for kind in ("spikes", "voltage"):
+        for name in d["record"][kind]:
+            if not isinstance(name, str) or name not in network.names:
+                raise RecipeError(f"'record.{kind}' names unknown population {name!r}"
+                                  f" (populations: {', '.join(network.names)})")
+    return Recipe(
+        name=d["name"], description=d["description"], seed=d["seed"], machine=machine, network=network,
+        learning=learning, schedule=Schedule(**d["schedule"]), data=data,
+        record_spikes=tuple(d["record"]["spikes"]), record_voltage=tuple(d["record"]["voltage"]), source=source,
+    )

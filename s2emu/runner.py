@@ -1,0 +1,102 @@
+"""One runner executes any recipe: build -> engine -> results (metrics, state_digest, memory, counters)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .build import Build, build as build_run
+from .engines import RawRun, run_engine
+from .errors import RoutingError
+from .recipe import Recipe
+
+
+def assemble_weights(b: Build, raw: RawRun) -> dict[str, np.ndarray]:
+    """Global [n_pre, n_post] matrices from the PEs' column slices."""
+    out = {}
+    for pr in b.recipe.network.projections:
+        cols = [raw.weights[v.pe][pr.name] for v in b.mapping.vertices_of(pr.post)]
+        out[pr.name] = np.concatenate(cols, axis=1)
+    return out
+
+
+def assemble_spikes(b: Build, raw: RawRun) -> dict[str, np.ndarray]:
+    """Per recorded population: int64 [n, 3] rows (tick, stream, neuron), sorted."""
+    out = {}
+    for name in b.recipe.record_spikes:
+        parts = [raw.recordings[v.pe]["spikes"] for v in b.mapping.vertices_of(name)]
+        s = np.concatenate(parts, axis=1).T if parts else np.zeros((0, 3), np.int64)
+        out[name] = s[np.lexsort((s[:, 2], s[:, 1], s[:, 0]))]
+    return out
+
+
+def assemble_voltage(b: Build, raw: RawRun) -> dict[str, np.ndarray]:
+    """Per recorded population: (ticks [n], v [n, B, neurons])."""
+    out = {}
+    B = b.host_config["streams"]
+    for name in b.recipe.record_voltage:
+        logs = [raw.recordings[v.pe]["voltage"] for v in b.mapping.vertices_of(name)]
+        ticks = logs[0][:, 0].astype(np.int64)
+        v = np.concatenate([lg[:, 1:].reshape(len(lg), B, -1) for lg in logs], axis=2).astype(np.float32)
+        out[name] = (ticks, v)
+    return out
+
+
+def state_digest(weights: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) -> str:
+    """sha256 of the final weights and the recorded spikes, in a canonical, split-independent order."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        w = np.ascontiguousarray(weights[name], dtype="<f4")
+        h.update(f"W {name} {w.shape}\n".encode())
+        h.update(w.tobytes())
+    for name in sorted(spikes):
+        s = np.ascontiguousarray(spikes[name], dtype="<i8")
+        h.update(f"S {name} {s.shape}\n".encode())
+        h.update(s.tobytes())
+    return h.hexdigest()
+
+
+def memory_summary(b: Build) -> dict:
+    per_pe = [{"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
+               "budget": m["budget"]} for v, m in zip(b.mapping.vertices, b.memory)]
+    return {"total_bytes": b.total_bytes, "per_pe": per_pe}
+
+
+def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, progress=None,
+        allow_drops: bool = False) -> dict:
+    """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes)."""
+    b = build_run(recipe)
+    if progress is not None:
+        progress.start(b.n_ticks)
+    raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address)
+    if raw.drop_report and not allow_drops:
+        raise RoutingError(raw.drop_report)
+    weights, spikes = assemble_weights(b, raw), assemble_spikes(b, raw)
+    hr = raw.host_results
+    return {
+        "recipe": recipe.name,
+        "engine": engine,
+        "seed": recipe.seed,
+        "pes": b.mapping.n_pes,
+        "streams": b.host_config["streams"],
+        "epochs": recipe.schedule.epochs,
+        "state_digest": state_digest(weights, spikes),
+        "accuracy": hr["accuracy"],
+        "balanced_accuracy": hr["balanced_accuracy"],
+        "chance": hr["chance"],
+        "test_loss": hr["test_loss"],
+        "n_test": hr["n_test"],
+        "train_curve": hr["train_curve"],
+        "test_curve": hr["test_curve"],
+        "confusion": hr["confusion"],
+        "ticks": raw.ticks,
+        "wall_seconds": raw.wall_seconds,
+        "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,
+        "phases": raw.phases,
+        **memory_summary(b),
+        "router": raw.router_counters,
+        "pe_counters": [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())],
+        "spike_counts": {k: int(len(v)) for k, v in spikes.items()},
+        "_arrays": {"weights": weights, "spikes": spikes, "voltage": assemble_voltage(b, raw)},
+    }
