@@ -1,0 +1,191 @@
+"""One chip's router: delivers a tick's packet batches to local endpoints, with counters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s2emu.errors import PacketError, RoutingError
+
+from .packets import MAX_TICK, PacketBatch, _as_int
+from .table import LINK_NAMES, N_LINKS, MulticastTable, endpoints_of, links_of
+
+__all__ = ["Router", "ROUTER_SRC", "MAX_REMEMBERED_DROPS"]
+
+ROUTER_SRC = 0xFFFF  # src of batches the router delivers: ROUTER_SRC + chip
+MAX_REMEMBERED_DROPS = 10
+
+
+class Router:
+    """Routes MC packets by table lookup and P2P packets by destination, all vectorised.
+
+    Each tick: batches are taken in ascending src order (whatever order they arrive in);
+    packets keep their order within a batch; each endpoint's delivered arrays are the
+    concatenation in that order. Delivered arrays may be views shared between endpoints:
+    consumers only read them. Input batches are trusted to hold valid values (``make`` and
+    ``decode`` validate them).
+    """
+
+    def __init__(self, table: MulticastTable, n_endpoints: int, chip: int = 0,
+                 streams: int = 1):
+        if not isinstance(table, MulticastTable):
+            raise RoutingError(f"Router needs a MulticastTable, got {type(table).__name__}")
+        if type(n_endpoints) is not int or n_endpoints < 1:
+            raise RoutingError(f"n_endpoints must be an int >= 1, got {n_endpoints!r}")
+        if type(chip) is not int or chip < 0:
+            raise RoutingError(f"chip must be an int >= 0, got {chip!r}")
+        if type(streams) is not int or streams < 1:
+            raise RoutingError(f"streams must be an int >= 1, got {streams!r}")
+        self.table, self.n_endpoints, self.chip, self.streams = table, n_endpoints, chip, streams
+        self.src = ROUTER_SRC + chip
+        # Precomputed per entry: its links, and its endpoints as CSR (entry i sends to
+        # _eps[_ptr[i]:_ptr[i] + _fan[i]]), so routing costs per delivered copy, not per endpoint.
+        n = len(table)
+        self._links = np.zeros((n, N_LINKS), dtype=np.int64)
+        ends_per_entry = []
+        for i, e in enumerate(table.entries):
+            ends = endpoints_of(e.route)
+            if ends and ends[-1] >= n_endpoints:
+                raise RoutingError(f"table entry {i} ({e}) routes to endpoint {ends[-1]}, "
+                                   f"but the router has {n_endpoints} endpoints")
+            ends_per_entry.append(ends)
+            self._links[i, links_of(e.route)] = 1
+        self._fan = np.array([len(x) for x in ends_per_entry], dtype=np.int64)
+        self._ptr = np.concatenate([[0], np.cumsum(self._fan)[:-1]]).astype(np.int64)
+        self._eps = np.array([x for ends in ends_per_entry for x in ends], dtype=np.int64)
+        self._u32 = np.empty(0, np.uint32)
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.routed = 0  # MC packets (with or without payload) that matched an entry
+        self.p2p_routed = 0
+        self.dropped = 0  # all kinds
+        self.dropped_mc = 0
+        self.dropped_p2p = 0
+        self.default_routed = 0  # unmatched packets from a link: none on a single chip
+        self.delivered = np.zeros(self.n_endpoints, dtype=np.int64)
+        self.link_sent = np.zeros(N_LINKS, dtype=np.int64)
+        self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
+
+    # ------------------------------------------------------------------ routing
+
+    def _check(self, batches) -> list[PacketBatch]:
+        batches = list(batches)
+        for b in batches:
+            if not isinstance(b, PacketBatch):
+                raise PacketError(f"router got a {type(b).__name__}, not a PacketBatch")
+            if b.streams != self.streams:
+                raise PacketError(f"batch from src {b.src} has {b.streams} streams, "
+                                  f"router {self.chip} carries {self.streams}")
+        batches.sort(key=lambda b: b.src)
+        for a, b in zip(batches, batches[1:]):
+            if a.src == b.src:  # their order would depend on arrival: not deterministic
+                raise PacketError(f"two batches from src {a.src} in one tick; merge them first")
+        return batches
+
+    def _remember(self, kind: str, values: np.ndarray, srcs: np.ndarray) -> None:
+        room = MAX_REMEMBERED_DROPS - len(self.first_drops)
+        self.first_drops += [(kind, int(v), int(s)) for v, s in zip(values[:room], srcs[:room])]
+
+    def _multicast(self, keys: np.ndarray, srcs: np.ndarray):
+        """Packet indices grouped by endpoint (ascending packet order within each) and the
+        per-endpoint bounds into them; updates counters."""
+        idx = self.table.lookup_many(keys)
+        hit = idx >= 0
+        n_miss = len(idx) - int(hit.sum())
+        if n_miss:
+            self.dropped += n_miss
+            self.dropped_mc += n_miss
+            self._remember("mc", keys[~hit], srcs[~hit])
+        matched = np.flatnonzero(hit)
+        self.routed += len(matched)
+        entry = idx[matched]
+        self.link_sent += self._links[entry].sum(axis=0)
+        # One (endpoint, packet) pair per copy, packets ascending; a stable sort by endpoint
+        # then keeps the packet order within each endpoint.
+        fan = self._fan[entry]
+        pk = np.repeat(np.arange(len(entry)), fan)
+        first = np.repeat(self._ptr[entry] - (np.cumsum(fan) - fan), fan)
+        ep = self._eps[first + np.arange(len(pk))]
+        order = np.argsort(ep, kind="stable")
+        return matched[pk[order]], self._bounds(ep[order])
+
+    def _bounds(self, ep: np.ndarray) -> np.ndarray:
+        counts = np.bincount(ep, minlength=self.n_endpoints)
+        self.delivered += counts
+        return np.concatenate([[0], np.cumsum(counts)])
+
+    def route(self, batches: list[PacketBatch], tick: int) -> dict[int, PacketBatch]:
+        """Deliver one tick's batches; every endpoint 0..n_endpoints-1 gets a batch (maybe
+        empty) with src = ROUTER_SRC + chip and the given tick."""
+        tick = _as_int(tick, "tick", 0, MAX_TICK)  # delivered batches skip the constructor checks
+        batches = self._check(batches)
+        b = self.streams
+        if not any(len(x) for x in batches):
+            e = PacketBatch.empty(self.src, tick, b)  # arrays shared: read-only by contract
+            return {i: PacketBatch.unchecked(self.src, tick, b, e.mc_keys, e.mcp_keys,
+                                             e.mcp_payload, e.p2p_dest, e.p2p_tag, e.p2p_payload)
+                    for i in range(self.n_endpoints)}
+
+        def cat(field, empty):
+            arrays = [getattr(x, field) for x in batches]
+            return np.concatenate(arrays) if arrays else empty
+
+        def srcs(field):
+            return np.repeat([x.src for x in batches], [len(getattr(x, field)) for x in batches])
+
+        empty_pl = np.empty((0, b), np.float32)
+        mc, mcp = cat("mc_keys", self._u32), cat("mcp_keys", self._u32)
+        mcp_pl = cat("mcp_payload", empty_pl)
+        mc_pk, mc_bd = self._multicast(mc, srcs("mc_keys"))
+        mcp_pk, mcp_bd = self._multicast(mcp, srcs("mcp_keys"))
+        mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
+
+        # P2P: stable sort by destination keeps the packet order within each endpoint.
+        dest, tag = cat("p2p_dest", self._u32), cat("p2p_tag", self._u32)
+        p2p_pl = cat("p2p_payload", np.empty((0, b), np.uint32))
+        ok = dest < self.n_endpoints
+        n_bad = len(dest) - int(ok.sum())
+        if n_bad:
+            self.dropped += n_bad
+            self.dropped_p2p += n_bad
+            self._remember("p2p", dest[~ok], srcs("p2p_dest")[~ok])
+        good = np.flatnonzero(ok)
+        p2p_pk = good[np.argsort(dest[good], kind="stable")]
+        self.p2p_routed += len(p2p_pk)
+        p2p_bd = self._bounds(dest[p2p_pk].astype(np.int64))
+        pd_out, pt_out, pp_out = dest[p2p_pk], tag[p2p_pk], p2p_pl[p2p_pk]
+
+        out = {}
+        for e in range(self.n_endpoints):
+            m0, m1 = mc_bd[e], mc_bd[e + 1]
+            p0, p1 = mcp_bd[e], mcp_bd[e + 1]
+            q0, q1 = p2p_bd[e], p2p_bd[e + 1]
+            out[e] = PacketBatch.unchecked(
+                self.src, tick, b, mc_out[m0:m1], mcp_out[p0:p1], mcp_pl_out[p0:p1],
+                pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
+        return out
+
+    # ------------------------------------------------------------------ reports
+
+    def counters_dict(self) -> dict:
+        """JSON-serialisable counters."""
+        return {
+            "chip": self.chip, "routed": self.routed, "p2p_routed": self.p2p_routed,
+            "dropped": self.dropped, "dropped_mc": self.dropped_mc,
+            "dropped_p2p": self.dropped_p2p, "default_routed": self.default_routed,
+            "delivered": [int(x) for x in self.delivered],
+            "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},
+            "first_drops": [{"kind": k, "key" if k == "mc" else "dest":
+                             f"0x{v:08x}" if k == "mc" else v, "src": s}
+                            for k, v, s in self.first_drops],
+        }
+
+    def drop_report(self) -> str | None:
+        """One line on dropped packets (count and the first ones), None if none dropped."""
+        if not self.dropped:
+            return None
+        first = ", ".join(f"key 0x{v:08x} from src {s}" if k == "mc" else
+                          f"p2p to endpoint {v} from src {s}" for k, v, s in self.first_drops)
+        return (f"router {self.chip} dropped {self.dropped} packets ({self.dropped_mc} multicast "
+                f"with no matching entry, {self.dropped_p2p} point-to-point to a missing "
+                f"endpoint of {self.n_endpoints}); first: {first}")
