@@ -8,7 +8,7 @@ import numpy as np
 
 from .build import Build, build as build_run
 from .engines import RawRun, run_engine
-from .errors import RoutingError
+from .errors import RoutingError, S2EmuError
 from .recipe import Recipe
 
 
@@ -72,6 +72,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, pr
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address)
     if raw.drop_report and not allow_drops:
         raise RoutingError(raw.drop_report)
+    if raw.host_results["missing_outputs"]:
+        raise S2EmuError(f"{raw.host_results['missing_outputs']} test samples got no readout output")
     weights, spikes = assemble_weights(b, raw), assemble_spikes(b, raw)
     hr = raw.host_results
     return {

@@ -1,0 +1,105 @@
+"""The command line as a user meets it: JSON on stdout, one-line errors, progress on stderr."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+RUN = [sys.executable, "-m", "s2emu"]
+
+
+def s2emu(*args, timeout=300):
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_info_json():
+    p = s2emu("info", "--json")
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["machines"]["spinnaker2"]["sram_bytes"] == 128 * 1024
+    assert info["machines"]["spinnaker2"]["pes_per_chip"] == 152
+    assert info["machines"]["spinnaker2"]["router_entries"] == 16384
+    assert info["machines"]["prototype-64k"]["sram_bytes"] == 64 * 1024
+    assert "smoke" in info["recipes"]
+
+
+def test_run_json_is_one_object_with_stable_keys():
+    p = s2emu("run", "recipes/smoke.toml", "--epochs", "1", "--batch", "8", "--json")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    for key in ("state_digest", "accuracy", "balanced_accuracy", "chance", "total_bytes", "per_pe", "ticks",
+                "ticks_per_second", "router", "train_curve"):
+        assert key in r, key
+    assert len(r["state_digest"]) == 64 and r["chance"] == 0.25
+    assert r["router"]["dropped"] == 0 and r["router"]["routed"] > 0
+    assert "ticks" in p.stderr  # the progress bar went to stderr
+
+
+def test_run_same_digest_for_other_pes_via_cli():
+    a = json.loads(s2emu("run", "smoke", "--epochs", "1", "--batch", "8", "--json", "--quiet").stdout)
+    b = json.loads(s2emu("run", "smoke", "--epochs", "1", "--batch", "8", "--pes", "2", "--json", "--quiet").stdout)
+    assert a["pes"] == 5 and b["pes"] == 3
+    assert a["state_digest"] == b["state_digest"]
+
+
+def test_memory_per_pe_breakdown():
+    p = s2emu("memory", "smoke", "--json")
+    assert p.returncode == 0, p.stderr
+    m = json.loads(p.stdout)
+    assert len(m["per_pe"]) == 5
+    assert m["total_bytes"] == sum(pe["bytes"] for pe in m["per_pe"])
+    hidden = m["per_pe"][0]
+    names = {i["name"] for i in hidden["items"]}
+    assert {"input->hidden.weights", "input->hidden.epsv", "hidden->hidden.epsa", "v", "a"} <= names
+    # faithful layout: 7 float32 per synapse (W, m, v, gradient, epsv, epsa, ebar)
+    syn = sum(i["bytes"] for i in hidden["items"] if "->" in i["name"])
+    assert syn == (20 + 40) * 10 * 7 * 4
+    p = s2emu("memory", "smoke")
+    assert "total" in p.stdout and "hidden[0:10]" in p.stdout
+
+
+def test_map_report():
+    p = s2emu("map", "smoke", "--json")
+    m = json.loads(p.stdout)
+    assert m["pes"] == 5 and m["host_endpoint"] == 5
+    assert m["table"]["entries"] <= m["table"]["entries_before_merge"]
+    p = s2emu("map", "smoke")
+    assert "router table" in p.stdout and "host" in p.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "nope.toml"], ["no recipe file"]),
+    (["run", "smoke", "--pes", "0"], ["--pes must be >= 1"]),
+    (["memory", "smoke", "--pes", "1"], []),  # fits: not an error
+])
+def test_errors_are_one_line(args, words):
+    p = s2emu(*args)
+    if not words:
+        assert p.returncode == 0, p.stderr
+        return
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    for w in words:
+        assert w in err
+
+
+def test_bad_recipe_key_via_cli(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open("recipes/smoke.toml").read().replace("tau_m = 5.0", "tau_mm = 5.0"))
+    p = s2emu("run", str(bad))
+    assert p.returncode == 2
+    assert "unknown key 'populations[1].tau_mm' (did you mean 'tau_m'?)" in p.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_on_ray_engine_via_cli():
+    p = s2emu("run", "smoke", "--engine", "ray", "--epochs", "1", "--batch", "8", "--json", "--quiet", timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(p.stdout)
+    local = json.loads(s2emu("run", "smoke", "--epochs", "1", "--batch", "8", "--json", "--quiet").stdout)
+    assert r["engine"] == "ray" and r["state_digest"] == local["state_digest"]

@@ -1,0 +1,100 @@
+"""Identical results for every split of the network over PEs, for both engines, and against the golden model."""
+
+import numpy as np
+import pytest
+
+from s2emu.build import build
+from s2emu.engines import run_engine
+from s2emu.golden import golden_run
+from s2emu.runner import assemble_spikes, assemble_weights, run
+
+from conftest import smoke, with_learning, with_population
+
+
+def digests(recipe, splits, engine="local"):
+    return {p: run(recipe.with_overrides(pes=p), engine=engine)["state_digest"] for p in splits}
+
+
+def test_splits_give_identical_digest_end_of_sample_batch():
+    d = digests(smoke(epochs=2, batch=4), [1, 2, 3, 4, 40])
+    assert len(set(d.values())) == 1, d
+
+
+def test_splits_give_identical_digest_online_random_feedback_batch1():
+    r = with_learning(smoke(epochs=1, batch=1), signal="online", feedback="random", eligibility_layout="per_source")
+    d = digests(r, [1, 4, 7])
+    assert len(set(d.values())) == 1, d
+
+
+def test_digest_depends_on_what_happened():
+    """The digest is not constant: another seed or another learning rate changes it."""
+    base = run(smoke(epochs=1, batch=4))["state_digest"]
+    assert run(smoke(epochs=1, batch=4, seed=2))["state_digest"] != base
+    assert run(with_learning(smoke(epochs=1, batch=4), lr=0.02))["state_digest"] != base
+
+
+def _compare_with_golden(recipe):
+    b = build(recipe)
+    raw = run_engine("local", b)
+    chip_w, chip_s = assemble_weights(b, raw), assemble_spikes(b, raw)["hidden"]
+    g = golden_run(b)
+    gs = g["spikes"][np.lexsort((g["spikes"][:, 2], g["spikes"][:, 1], g["spikes"][:, 0]))]
+    assert len(chip_s) > 1000, "too few spikes for the comparison to mean anything"
+    np.testing.assert_array_equal(chip_s, gs)  # every spike at the same tick, stream and neuron
+    for name, w in g["weights"].items():
+        assert not np.allclose(w, b.pe_configs[0]["incoming"][0]["weights"][:1, :1].mean()), "weights never moved"
+        np.testing.assert_allclose(chip_w[name], w, rtol=0, atol=2e-5, err_msg=name)
+    return b, raw, g
+
+
+@pytest.mark.parametrize("variant", [
+    dict(),
+    dict(signal="online"),
+    dict(feedback="random", eligibility_layout="per_source"),
+    dict(surrogate="triangle", l2=1e-4, lr_decay=0.5, lr_decay_every=1),
+])
+def test_chip_matches_golden_model(variant):
+    recipe = with_learning(smoke(epochs=2, batch=4), **variant)
+    b, raw, g = _compare_with_golden(recipe)
+    # and the chip learned (weights moved away from their initial values)
+    w0 = {pr["name"]: pr["weights"] for c in b.pe_configs for pr in c["incoming"]}
+    assert not np.allclose(g["weights"]["hidden->out"], np.concatenate(
+        [c["incoming"][0]["weights"] for c in b.pe_configs if c["role"] == "readout"], axis=1))
+    assert w0
+
+
+def test_chip_matches_golden_model_lif_without_recurrence():
+    import dataclasses
+
+    r = with_population(smoke(epochs=2, batch=2), "hidden", model="lif", params={"tau_m": 8.0, "v_th": 1.0})
+    net = r.network
+    r = dataclasses.replace(r, network=dataclasses.replace(
+        net, projections=tuple(p for p in net.projections if p.pre != p.post)))
+    _compare_with_golden(r)
+
+
+def test_readout_scores_match_golden():
+    b, raw, g = _compare_with_golden(smoke(epochs=1, batch=4))
+    test = b.plan.split == 1
+    truth = b.dataset.y_test
+    golden_pred = g["scores"][test].reshape(-1, g["scores"].shape[-1])[: len(truth)].argmax(1)
+    chip_acc = raw.host_results["accuracy"]
+    assert abs(chip_acc - float(np.mean(golden_pred == truth))) < 1e-9
+
+
+@pytest.mark.ray
+def test_ray_engine_is_bit_identical_to_local_and_learns(ray_local):
+    recipe = smoke(epochs=3, batch=8)
+    ray_result = run(recipe, engine="ray")
+    local_result = run(recipe, engine="local")
+    assert ray_result["state_digest"] == local_result["state_digest"]
+    assert ray_result["accuracy"] == local_result["accuracy"]
+    assert ray_result["router"]["routed"] == local_result["router"]["routed"]
+    assert ray_result["accuracy"] >= 2 * ray_result["chance"], ray_result["accuracy"]
+
+
+@pytest.mark.ray
+def test_ray_engine_other_split_same_digest(ray_local):
+    recipe = smoke(epochs=1, batch=8)
+    assert run(recipe.with_overrides(pes=2), engine="ray")["state_digest"] == \
+        run(recipe.with_overrides(pes=4), engine="local")["state_digest"]
