@@ -45,6 +45,18 @@ class TickProgress:
             self.bar.stop()
 
 
+def save_recordings(path: str, arrays: dict) -> None:
+    """One .npz: W/<pre->post> [n_pre, n_post]; spikes/<pop> rows (tick, stream, neuron);
+    voltage/<pop> [ticks, streams, neurons] with voltage_ticks/<pop>."""
+    import numpy as np
+
+    out = {f"W/{k}": v for k, v in arrays["weights"].items()}
+    out.update({f"spikes/{k}": v for k, v in arrays["spikes"].items()})
+    for k, (ticks, v) in arrays["voltage"].items():
+        out[f"voltage/{k}"], out[f"voltage_ticks/{k}"] = v, ticks
+    np.savez_compressed(path, **out)
+
+
 def _jsonable(obj):
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
@@ -91,9 +103,10 @@ def cmd_run(args) -> dict:
                      allow_drops=args.allow_drops)
     finally:
         progress.stop()
-    if args.save_spikes:
-        import numpy as np
-        np.savez_compressed(args.save_spikes, **result["_arrays"]["spikes"])
+    if args.save:
+        save_recordings(args.save, result["_arrays"])
+        if not args.quiet:
+            err_console.print(f"saved weights and recordings to {args.save}")
     if not args.json:
         t = Table(title=f"{recipe.name}: {result['pes']} PEs, engine {args.engine}, seed {recipe.seed}")
         t.add_column("metric")
@@ -190,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, help="override the recipe's batch (streams)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--allow-drops", action="store_true", help="report dropped packets without failing")
-    sp.add_argument("--save-spikes", metavar="FILE.npz", help="save the recorded spikes")
+    sp.add_argument("--save", metavar="FILE.npz",
+                    help="save final weights (W/<projection>) and recordings (spikes/<pop>, voltage/<pop>)")
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")

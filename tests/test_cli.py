@@ -103,3 +103,22 @@ def test_run_on_ray_engine_via_cli():
     r = json.loads(p.stdout)
     local = json.loads(s2emu("run", "smoke", "--epochs", "1", "--batch", "8", "--json", "--quiet").stdout)
     assert r["engine"] == "ray" and r["state_digest"] == local["state_digest"]
+
+
+def test_save_weights_and_recordings(tmp_path):
+    import numpy as np
+
+    recipe = tmp_path / "rec.toml"
+    recipe.write_text(open("recipes/smoke.toml").read().replace('spikes = ["hidden"]',
+                                                                'spikes = ["hidden"]\nvoltage = ["hidden"]'))
+    out = tmp_path / "state.npz"
+    p = s2emu("run", str(recipe), "--epochs", "1", "--batch", "4", "--pes", "3", "--quiet", "--save", str(out))
+    assert p.returncode == 0, p.stderr
+    z = np.load(out)
+    assert z["W/input->hidden"].shape == (20, 40) and z["W/hidden->out"].shape == (40, 4)
+    v, ticks = z["voltage/hidden"], z["voltage_ticks/hidden"]
+    assert v.shape == (len(ticks), 4, 40) and np.isfinite(v).all() and v.std() > 0
+    s = z["spikes/hidden"]
+    assert s.shape[1] == 3 and len(s) > 100
+    # every spike happens at a tick where v had crossed threshold and was then recorded
+    assert set(np.unique(s[:, 0])) <= set(ticks.tolist())
