@@ -53,6 +53,8 @@ PATTERNS_SCHEMA = {
     "noise": (float, 0.3, _non_negative),
     "jitter": (int, 2, _non_negative),
     "seed": (int, None, _non_negative),  # default: the recipe seed
+    "encoding": (str, "analog", lambda v: None if v in ("analog", "spikes") else "must be 'analog' or 'spikes'"),
+    "max_rate": (float, 0.5, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),  # spikes per tick
 }
 
 SCHEMAS = {"patterns": PATTERNS_SCHEMA}
@@ -75,6 +77,9 @@ def check_data_table(doc, network) -> dict:
     if d["classes"] != network.readout.size:
         raise RecipeError(f"'data.classes' ({d['classes']}) must equal the size of readout population "
                           f"'{network.readout.name}' ({network.readout.size})")
+    if d["encoding"] != network.input.encoding:
+        raise RecipeError(f"'data.encoding' ({d['encoding']!r}) must match the encoding of input population "
+                          f"'{network.input.name}' ({network.input.encoding!r})")
     return d
 
 
@@ -101,6 +106,11 @@ def make_patterns(d: dict, seed: int) -> Dataset:
 
     x_tr, y_tr = draw(d["train_per_class"])
     x_te, y_te = draw(d["test_per_class"])
+    if d["encoding"] == "spikes":  # Bernoulli spikes, probability max_rate * current / amplitude per tick
+        def spikes(x):
+            p = np.clip(x / d["amplitude"], 0.0, 1.0) * d["max_rate"]
+            return (rng.random(x.shape) < p).astype(np.float32)
+        x_tr, x_te = spikes(x_tr), spikes(x_te)
     return Dataset(x_tr, y_tr, x_te, y_te, tuple(f"class{k}" for k in range(K)))
 
 

@@ -71,6 +71,12 @@ class Host:
         self.value_keys = np.asarray(config["value_keys"], np.uint32)
         self.readout_pe = int(config["readout_pe"])
         self.n_classes = len(self.value_keys)
+        self.spikes = config.get("input_encoding", "analog") == "spikes"
+        if self.spikes:
+            for split, x in self.x.items():
+                if not np.isin(x, (0.0, 1.0)).all():
+                    raise S2EmuError(f"host: spike input needs 0/1 data, but the {'train' if split == TRAIN else 'test'}"
+                                     f" set has other values (set the input population's encoding to 'analog')")
         self.scores = np.full((self.clock.n_samples, self.B, self.n_classes), np.nan, np.float32)
         self.counters = {"packets_in": 0, "packets_out": 0}
 
@@ -84,7 +90,12 @@ class Host:
         valid = idx >= 0
         frame = np.zeros((self.B, len(self.input_keys)), np.float32)
         frame[valid] = self.x[split][idx[valid], s]
-        parts = {"mcp_keys": self.input_keys, "mcp_payload": frame.T}
+        if self.spikes:  # spike input: a packet per spike; with B streams, a 0/1 payload per stream
+            fired = np.flatnonzero(frame.any(axis=0))
+            parts = ({"mc_keys": self.input_keys[fired]} if self.B == 1 else
+                     {"mcp_keys": self.input_keys[fired], "mcp_payload": frame[:, fired].T})
+        else:
+            parts = {"mcp_keys": self.input_keys, "mcp_payload": frame.T}
         if s == 0:
             labels = np.zeros(self.B, np.uint32)
             labels[valid] = self.y[split][idx[valid]]

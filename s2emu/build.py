@@ -108,5 +108,5 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
                    "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
                    "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
                    "value_keys": mapping.keys.keys(partition_name(readout.name, "values"), 0),
-                   "readout_pe": mapping.readout_pe()}
+                   "readout_pe": mapping.readout_pe(), "input_encoding": net.input.encoding}
     return Build(recipe, mapping, dataset, plan, configs, host_config, memory)

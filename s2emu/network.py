@@ -2,7 +2,8 @@
 
 Populations are PyNN-like: a name, a neuron model, a size and `max_atoms_per_core` (neurons per PE).
 Models:
-  input    analog values streamed by the host (one MC-with-payload packet per channel per tick)
+  input    streamed by the host: analog values (one MC-with-payload packet per channel per tick) or,
+           with encoding = "spikes", one MC packet without payload per spike
   lif/alif spiking neurons of ../shared/SCIENCE.md (lif is alif with beta = 0 and no adaptation state)
   readout  leaky readout y(t) = kappa y(t-1) + sum_j W_jk z_j; softmax cross-entropy of mean y
 
@@ -38,6 +39,7 @@ class Population:
     size: int
     params: dict
     max_atoms_per_core: int | None = None
+    encoding: str = "analog"  # input only: "analog" values (MC with payload) or "spikes" (MC without payload)
 
     @staticmethod
     def params_for(model: str) -> tuple[str, ...]:

@@ -58,6 +58,7 @@ POPULATION_SCHEMA = {
     "model": (str, REQUIRED, _one_of("input", "lif", "alif", "readout")),
     "size": (int, REQUIRED, _in_range(1, 1 << 16)),
     "max_atoms_per_core": (int, None, _in_range(1, 1 << 16)),
+    "encoding": (str, None, _one_of("analog", "spikes")),
     "tau_m": (float, None, _positive),
     "tau_a": (float, None, _positive),
     "v_th": (float, None, _positive),
@@ -248,7 +249,10 @@ def parse_recipe(doc: dict, source: str = "") -> Recipe:
             if k not in allowed:
                 raise RecipeError(f"'populations[{i}].{k}' has no meaning for model '{p['model']}'"
                                   f" (it takes: {', '.join(allowed) or 'no parameters'})")
-        pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"]))
+        if p["encoding"] is not None and p["model"] != "input":
+            raise RecipeError(f"'populations[{i}].encoding' applies to the input population only")
+        pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"],
+                               p["encoding"] or "analog"))
     projs = [Projection(p["pre"], p["post"], p["init_scale"]) for p in d["projections"]]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
     learning = LearningSpec(**d["learning"])
