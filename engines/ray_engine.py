@@ -1,14 +1,14 @@
 """The ray engine: one Ray actor (one process) per PE, a router actor and a host actor.
 
 Each actor is a thin shell around the same plain object the local engine steps. A tick's packets from one
-actor travel as one msgpack message (router/packets.py). The driver never waits for a tick: it submits
-the whole dataflow -- PE and host steps of tick t take the router's outputs of tick t-1 as Ray object
-references -- and only keeps at most WINDOW ticks in flight, so Ray pipelines the calls.
+actor travel as one msgpack message (router/packets.py). The router actor is the chip's clock: it calls
+every PE and the host for tick t in parallel, routes what they sent, and hands each its inbound batch at
+tick t+1. Packets thus take one hop through the router per tick, never a detour through the driver, which
+only asks the router to advance CHUNK ticks at a time and updates the progress bar.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import time
@@ -17,7 +17,7 @@ from s2emu.errors import S2EmuError
 
 from . import RawRun
 
-WINDOW = 32  # ticks in flight before the driver waits for the oldest
+CHUNK = 25  # ticks the router advances per driver call (progress granularity)
 
 
 def _actor_classes():
@@ -58,20 +58,25 @@ def _actor_classes():
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class RouterActor:
-        def __init__(self, table, n_endpoints, streams):
-            self.router = Router(table, n_endpoints, streams=streams)
-            self.n = n_endpoints
+        def __init__(self, table, endpoints, streams):
+            self.endpoints = endpoints  # actor handles; endpoint e is endpoints[e]
+            self.n = len(endpoints)
+            self.router = Router(table, self.n, streams=streams)
+            self.inbound = [None] * self.n
             self.busy = 0.0
 
         def ready(self):
             return os.getpid()
 
-        def route(self, tick, *batches):
-            t = time.perf_counter()
-            routed = self.router.route([decode(b) for b in batches], tick)
-            out = tuple(encode(routed[e]) for e in range(self.n))
-            self.busy += time.perf_counter() - t
-            return out if self.n > 1 else out[0]
+        def advance(self, start, count):
+            """Run ticks start .. start+count-1: step every endpoint in parallel, route, deliver next tick."""
+            for tick in range(start, start + count):
+                outs = ray.get([a.step.remote(tick, self.inbound[e]) for e, a in enumerate(self.endpoints)])
+                t = time.perf_counter()
+                routed = self.router.route([decode(b) for b in outs], tick)
+                self.inbound = [encode(routed[e]) for e in range(self.n)]
+                self.busy += time.perf_counter() - t
+            return start + count
 
         def counters(self):
             return self.router.counters_dict(), self.router.drop_report(), self.busy
@@ -125,28 +130,26 @@ def _run(build, progress) -> RawRun:
     m = build.mapping
     pes = [PEActor.remote(c) for c in build.pe_configs]
     host = HostActor.remote(build.host_config)
-    router = RouterActor.remote(m.table, m.n_endpoints, build.host_config["streams"])
     actors = [*pes, host]
+    router = RouterActor.remote(m.table, actors, build.host_config["streams"])
     ray.get([a.ready.remote() for a in (*actors, router)])
     t_start = time.perf_counter() - t0
     n_ticks = build.n_ticks
-    inbound = [None] * len(actors)
-    in_flight = collections.deque()
     t1 = time.perf_counter()
-    for tick in range(n_ticks):
-        outs = [a.step.remote(tick, inbound[e]) for e, a in enumerate(actors)]
-        routed = router.route.options(num_returns=len(actors)).remote(tick, *outs)
-        inbound = routed if len(actors) > 1 else [routed]
-        in_flight.append(outs[-1])
-        if len(in_flight) >= WINDOW:
-            ray.get(in_flight.popleft())
+    pending = None  # one chunk queued behind the running one keeps the router busy between driver calls
+    tick = 0
+    while tick < n_ticks:
+        count = min(CHUNK, n_ticks - tick)
+        nxt = router.advance.remote(tick, count)
+        if pending is not None:
+            ray.get(pending[0])
             if progress is not None:
-                progress(1)
-    while in_flight:
-        ray.get(in_flight.popleft())
-        if progress is not None:
-            progress(1)
-    ray.get(inbound)  # the last tick's routing (counters complete)
+                progress(pending[1])
+        pending = (nxt, count)
+        tick += count
+    ray.get(pending[0])
+    if progress is not None:
+        progress(pending[1])
     t_run = time.perf_counter() - t1
     finished = ray.get([p.finish.remote() for p in pes])
     counters, drops, router_busy = ray.get(router.counters.remote())
