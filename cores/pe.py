@@ -120,6 +120,17 @@ class ProcessingElement:
         self.counters["packets_out"] += len(batch)
         return batch
 
+    def _alloc_projection(self, q: int, n: int):
+        """Weights [n_pre, n] of incoming projection q (and its Adam state when learning) in the ledger."""
+        pr, lc = self.projections[q], self.lc
+        w = self.ledger.alloc(f"{pr['name']}.weights", (pr["n_pre"], n))
+        w[...] = pr["weights"]
+        self.W.append(w)
+        if self.learning:
+            self.adam.append(Adam(self.ledger, pr["name"], (pr["n_pre"], n), beta1=lc["beta1"], beta2=lc["beta2"],
+                                  eps=lc["eps"], l2=lc["l2"]))
+        return pr["name"], pr["n_pre"]
+
     def lr_for(self, sample: int) -> float:
         lc = self.lc
         decays = int(self.clock.epoch[sample]) // lc["lr_decay_every"] if lc["lr_decay_every"] else 0
@@ -145,15 +156,10 @@ class NeuronPE(ProcessingElement):
         self.per_synapse = lc["eligibility_layout"] == "per_synapse"
         self.online = lc["signal"] == "online"
         self.W, self.adam, self.epsv, self.epsa, self.ebar, self.grad = [], [], [], [], [], []
-        for pr in self.projections:
-            name, n_pre = pr["name"], pr["n_pre"]
-            w = L.alloc(f"{name}.weights", (n_pre, n))
-            w[...] = pr["weights"]
-            self.W.append(w)
+        for q in range(len(self.projections)):
+            name, n_pre = self._alloc_projection(q, n)
             if not self.learning:
                 continue
-            self.adam.append(Adam(L, name, (n_pre, n), beta1=lc["beta1"], beta2=lc["beta2"], eps=lc["eps"],
-                                  l2=lc["l2"]))
             # Gradient slot: online, the shared gradient; end of sample, the sum of ebar per stream until the
             # learning signal arrives (at batch 1 it becomes the gradient in place, as on the chip).
             self.grad.append(L.alloc(f"{name}.gradient", (n_pre, n)) if self.online
@@ -302,16 +308,11 @@ class ReadoutPE(ProcessingElement):
         L, lc = self.ledger, self.lc
         self.online = lc["signal"] == "online"
         self.W, self.adam, self.grad, self.zbar, self.zbar_sum, self.feedback = [], [], [], [], [], []
-        for pr in self.projections:
-            name, n_pre = pr["name"], pr["n_pre"]
-            w = L.alloc(f"{name}.weights", (n_pre, n))
-            w[...] = pr["weights"]
-            self.W.append(w)
+        for q, pr in enumerate(self.projections):
+            name, n_pre = self._alloc_projection(q, n)
             self.zbar.append(L.alloc(f"{name}.zbar", (n_pre,), batched=True))
             if not self.learning:
                 continue
-            self.adam.append(Adam(L, name, (n_pre, n), beta1=lc["beta1"], beta2=lc["beta2"], eps=lc["eps"],
-                                  l2=lc["l2"]))
             self.grad.append(L.alloc(f"{name}.gradient", (n_pre, n)))
             self.zbar_sum.append(None if self.online else L.alloc(f"{name}.zbar_sum", (n_pre,), batched=True))
             if lc["feedback"] == "random":
@@ -319,7 +320,7 @@ class ReadoutPE(ProcessingElement):
                 fb[...] = pr["feedback"]
                 self.feedback.append(fb)
             else:
-                self.feedback.append(w)  # symmetric e-prop: feedback through the readout weights themselves
+                self.feedback.append(self.W[q])  # symmetric e-prop: feedback through the readout weights themselves
         self.y = L.alloc("y", (n,), batched=True)
         self.y_sum = L.alloc("y_sum", (n,), batched=True)
         self.labels = L.alloc("label", (1,), np.int32, batched=True)

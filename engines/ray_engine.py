@@ -29,32 +29,22 @@ def _actor_classes():
     from s2emu.router.router import Router
 
     @ray.remote(num_cpus=0, max_restarts=0)
-    class PEActor:
-        def __init__(self, config):
-            self.pe = make_pe(config)
+    class EndpointActor:
+        """A PE or the host: any object with step(tick, inbound) -> outbound, behind msgpack bytes."""
+
+        def __init__(self, kind, config):
+            self.obj = make_pe(config) if kind == "pe" else Host(config)
 
         def ready(self):
             return os.getpid()
 
         def step(self, tick, inbound):
-            return encode(self.pe.step(tick, decode(inbound) if inbound is not None else None))
+            return encode(self.obj.step(tick, decode(inbound) if inbound is not None else None))
 
         def finish(self):
-            return self.pe.weights(), self.pe.recordings(), dict(self.pe.counters)
-
-    @ray.remote(num_cpus=0, max_restarts=0)
-    class HostActor:
-        def __init__(self, config):
-            self.host = Host(config)
-
-        def ready(self):
-            return os.getpid()
-
-        def step(self, tick, inbound):
-            return encode(self.host.step(tick, decode(inbound) if inbound is not None else None))
-
-        def results(self):
-            return self.host.results()
+            if isinstance(self.obj, Host):
+                return self.obj.results()
+            return self.obj.weights(), self.obj.recordings(), dict(self.obj.counters)
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class RouterActor:
@@ -81,7 +71,7 @@ def _actor_classes():
         def counters(self):
             return self.router.counters_dict(), self.router.drop_report(), self.busy
 
-    return PEActor, HostActor, RouterActor
+    return EndpointActor, RouterActor
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -125,11 +115,11 @@ def run_ray(build, *, progress=None, address: str | None = None) -> RawRun:
 def _run(build, progress) -> RawRun:
     import ray
 
-    PEActor, HostActor, RouterActor = _actor_classes()
+    EndpointActor, RouterActor = _actor_classes()
     t0 = time.perf_counter()
     m = build.mapping
-    pes = [PEActor.remote(c) for c in build.pe_configs]
-    host = HostActor.remote(build.host_config)
+    pes = [EndpointActor.remote("pe", c) for c in build.pe_configs]
+    host = EndpointActor.remote("host", build.host_config)
     actors = [*pes, host]
     router = RouterActor.remote(m.table, actors, build.host_config["streams"])
     ray.get([a.ready.remote() for a in (*actors, router)])
@@ -153,7 +143,7 @@ def _run(build, progress) -> RawRun:
     t_run = time.perf_counter() - t1
     finished = ray.get([p.finish.remote() for p in pes])
     counters, drops, router_busy = ray.get(router.counters.remote())
-    results = ray.get(host.results.remote())
+    results = ray.get(host.finish.remote())
     for a in (*actors, router):
         ray.kill(a)
     return RawRun(

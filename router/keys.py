@@ -10,12 +10,11 @@ sorts its neurons by their global index (offset of the slice + neuron in the sli
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from s2emu.errors import RoutingError
+from s2emu.errors import RoutingError, checked_int
 
 __all__ = ["KeyAllocation", "allocate_keys", "KEY_BITS"]
 
@@ -28,12 +27,7 @@ def _bits(n: int) -> int:
 
 
 def _as_int(value, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise RoutingError(f"{what} must be an int, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise RoutingError(f"{what} must be an int, got {type(value).__name__}") from None
+    return checked_int(value, what, error=RoutingError)
 
 
 def _key_array(keys) -> np.ndarray:

@@ -17,14 +17,13 @@ only read them; copy before modifying).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Iterable
 
 import msgpack
 import numpy as np
 
-from s2emu.errors import PacketError
+from s2emu.errors import PacketError, checked_int
 
 __all__ = [
     "HOST", "WIRE_VERSION", "MAX_STREAMS", "MAX_PACKETS", "MAX_SRC", "MAX_TICK", "MAX_TAG",
@@ -47,16 +46,7 @@ _ARRAYS = _FIELDS[4:]
 
 
 def _as_int(value, what: str, lo: int, hi: int) -> int:
-    """A Python int in [lo, hi]; bool is refused (it is an int subclass, but never meant)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise PacketError(f"{what} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise PacketError(f"{what} must be an int, got {type(value).__name__}") from None
-    if not lo <= value <= hi:
-        raise PacketError(f"{what} = {value} is out of range [{lo}, {hi}]")
-    return value
+    return checked_int(value, what, lo, hi, error=PacketError)
 
 
 @dataclass(eq=False)

@@ -6,13 +6,12 @@ inter-chip links (E, NE, N, W, SW, S as on SpiNNaker), bit 6 + e is local endpoi
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
-from s2emu.errors import RoutingError
+from s2emu.errors import RoutingError, checked_int
 
 __all__ = ["LINK_NAMES", "N_LINKS", "DEFAULT_CAPACITY", "route_for", "endpoints_of", "links_of",
            "check_overlaps",
@@ -25,16 +24,7 @@ _FULL = 0xFFFFFFFF
 
 
 def _int(value, what: str, lo: int = 0, hi: int | None = None) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise RoutingError(f"{what} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise RoutingError(f"{what} must be an int, got {type(value).__name__}") from None
-    if value < lo or (hi is not None and value > hi):
-        bound = "..." if hi is None else hi
-        raise RoutingError(f"{what} = {value} is out of range [{lo}, {bound}]")
-    return value
+    return checked_int(value, what, lo, hi, error=RoutingError)
 
 
 def route_for(endpoints: Iterable[int] = (), links: Iterable[int | str] = ()) -> int:

@@ -23,3 +23,21 @@ class PacketError(S2EmuError):
 
 class RoutingError(S2EmuError):
     """A routing table is over capacity, or packets were dropped for want of a route."""
+
+
+def checked_int(value, what: str, lo: int | None = None, hi: int | None = None, *, error=S2EmuError) -> int:
+    """A Python int in [lo, hi] (either bound optional), or `error` naming `what`.
+
+    bool is refused: it is an int subclass, but never meant as a count, key or id.
+    """
+    import operator
+
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        raise error(f"{what} must be an int, got bool")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise error(f"{what} must be an int, got {type(value).__name__}") from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise error(f"{what} = {value} is out of range [{lo}, {'...' if hi is None else hi}]")
+    return value
