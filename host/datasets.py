@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from s2emu.errors import RecipeError
+from s2emu.recipe import _in_range, _non_negative, _one_of, _positive, check_table
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,11 @@ class Dataset:
         return self.x_train.shape[2]
 
 
-def _positive(v):
-    return None if v > 0 else "must be > 0"
-
-
-def _non_negative(v):
-    return None if v >= 0 else "must be >= 0"
-
-
 PATTERNS_SCHEMA = {
     "kind": (str, "patterns", None),
-    "classes": (int, 4, lambda v: None if 2 <= v <= 1000 else "must be in [2, 1000]"),
+    "classes": (int, 4, _in_range(2, 1000)),
     "channels": (int, 20, _positive),
-    "steps": (int, 30, lambda v: None if 1 <= v <= 100000 else "must be in [1, 100000]"),
+    "steps": (int, 30, _in_range(1, 100000)),
     "train_per_class": (int, 32, _positive),
     "test_per_class": (int, 16, _positive),
     "active_fraction": (float, 0.3, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
@@ -53,7 +46,7 @@ PATTERNS_SCHEMA = {
     "noise": (float, 0.3, _non_negative),
     "jitter": (int, 2, _non_negative),
     "seed": (int, None, _non_negative),  # default: the recipe seed
-    "encoding": (str, "analog", lambda v: None if v in ("analog", "spikes") else "must be 'analog' or 'spikes'"),
+    "encoding": (str, "analog", _one_of("analog", "spikes")),
     "max_rate": (float, 0.5, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),  # spikes per tick
 }
 
@@ -61,8 +54,6 @@ SCHEMAS = {"patterns": PATTERNS_SCHEMA}
 
 
 def check_data_table(doc, network) -> dict:
-    from s2emu.recipe import check_table
-
     if doc is None:
         raise RecipeError("missing [data] table")
     if not isinstance(doc, dict) or "kind" not in doc:

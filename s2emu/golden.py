@@ -78,7 +78,6 @@ def golden_run(b) -> dict:
         v, a, z = (np.zeros((B, n), np.float32) for _ in range(3))
         zbar, zbar_sum, y, y_sum = (np.zeros((B, n), np.float32), np.zeros((B, n), np.float32),
                                     np.zeros((B, K), np.float32), np.zeros((B, K), np.float32))
-        src = {"in": lambda t: x[:, t], "rec": lambda t, zp=None: zp}
         pre_n = {"in": x.shape[2], "rec": n}
         keys = ["in", "rec"] if recurrent else ["in"]
         epsv = {q: np.zeros((B, pre_n[q]), np.float32) for q in keys}
