@@ -51,9 +51,20 @@ def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
     number of synaptic events (rows added), the chip's unit of synaptic work.
     """
     active = np.flatnonzero(x.any(axis=0))
-    for i in active:
-        out += x[:, i, None] * rows[i]
+    if len(active) == 0:
+        return 0
+    # add.accumulate is a strict left-to-right recurrence (unlike add.reduce, which sums pairwise), so the
+    # last partial sum is exactly the loop `for i in active: out += x[:, i] * rows[i]`, in a few numpy calls.
+    step = max(1, _ACCUMULATE_ELEMENTS // max(1, x.shape[0] * rows.shape[1]))
+    for lo in range(0, len(active), step):
+        part = active[lo:lo + step]
+        terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]: accumulate over the leading axis
+        terms[0] += out
+        out[...] = np.add.accumulate(terms, axis=0)[-1]
     return len(active)
+
+
+_ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (1 MB of float32)
 
 
 class ProcessingElement:
@@ -176,6 +187,7 @@ class NeuronPE(ProcessingElement):
         self.spike_log: list[np.ndarray] = []
         self.voltage_log: list[np.ndarray] = []
         self.pending = False  # a learning signal has arrived for the sample that just ended
+        self._scratch_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
         x, err, _ = self._decode(inbound)
@@ -244,18 +256,33 @@ class NeuronPE(ProcessingElement):
             epsv *= c.alpha
             epsv += xq[:, :, None] if self.per_synapse else xq
             ev = epsv if self.per_synapse else epsv[:, :, None]
+            # e = psi (one_a epsv - beta epsa), computed in place in two scratch arrays (temporaries, as the
+            # chip's registers: not in the ledger); same operations and order as the formula, so same bits.
+            e, tmp = self._scratch(q)
             if c.adaptive:
                 epsa = self.epsa[q]
                 epsa *= decay_a
-                epsa += psi3 * ev * k_va
-                e = psi3 * (one_a * ev - c.beta * epsa)
+                np.multiply(psi3, ev, out=tmp)
+                tmp *= k_va
+                epsa += tmp
+                np.multiply(ev, one_a, out=e)
+                np.multiply(epsa, c.beta, out=tmp)
+                e -= tmp
+                e *= psi3
             else:
-                e = psi3 * (one_a * ev)
+                np.multiply(ev, one_a, out=e)
+                e *= psi3
             ebar = self.ebar[q]
             ebar *= c.kappa
             ebar += e
             if not self.online:
                 self.grad[q] += ebar
+
+    def _scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        if q not in self._scratch_arrays:
+            shape = self.ebar[q].shape
+            self._scratch_arrays[q] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+        return self._scratch_arrays[q]
 
     def _take_learning_signal(self, L: np.ndarray):
         """L[B, n] arrived from the readout: fold it into the gradient."""
