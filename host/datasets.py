@@ -4,16 +4,23 @@
 analog input currents, each channel switched on for a class-specific window of the sample; every sample is
 its class template shifted in time by a random jitter, scaled by a random gain, plus Gaussian noise.
 Solving it needs memory of *when* channels were active, so a recurrent spiking network is tested.
+
+`speech_commands`: the 12-class keyword-spotting task of SCIENCE.md seed A on a corpus in Google Speech
+Commands layout (host/speech_commands.py), as log-mel features (host/features.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from s2emu.errors import RecipeError
-from s2emu.recipe import _in_range, _non_negative, _one_of, _positive, check_table
+from s2emu.recipe import REQUIRED, _in_range, _non_negative, _one_of, _positive, check_table
+
+from .features import FeatureSpec
+from .speech_commands import COMMANDS, class_names, load_features
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,46 @@ PATTERNS_SCHEMA = {
     "max_rate": (float, 0.5, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),  # spikes per tick
 }
 
-SCHEMAS = {"patterns": PATTERNS_SCHEMA}
+def _words(v):
+    if not v or not all(isinstance(w, str) and w for w in v) or len(set(v)) != len(v):
+        return "must be a list of distinct word folder names"
+    return None
 
 
-def check_data_table(doc, network) -> dict:
+SPEECH_COMMANDS_SCHEMA = {
+    "kind": (str, "speech_commands", None),
+    "path": (str, REQUIRED, None),  # corpus folder or tar archive; relative paths start at the recipe's folder
+    "words": (list, list(COMMANDS), _words),  # the command words; every other word folder is _unknown_
+    "sample_rate": (int, 16000, _in_range(1000, 192000)),
+    "n_fft": (int, 480, _in_range(16, 65536)),
+    "hop": (int, 161, _in_range(1, 65536)),
+    "n_mels": (int, 40, _in_range(1, 512)),
+    "fmin": (float, 20.0, _non_negative),
+    "fmax": (float, 4000.0, _positive),
+    "deltas": (bool, True, None),
+    "max_train": (int, 0, _non_negative),  # 0 = all; otherwise a seeded random subset (quick runs, tests)
+    "max_test": (int, 0, _non_negative),
+    "seed": (int, None, _non_negative),  # silence windows and subsets; default: the recipe seed
+    "encoding": (str, "analog", _one_of("analog")),
+}
+
+SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA}
+
+
+def feature_spec(d: dict) -> FeatureSpec:
+    return FeatureSpec(sample_rate=d["sample_rate"], clip_samples=d["sample_rate"], n_fft=d["n_fft"], hop=d["hop"],
+                       n_mels=d["n_mels"], fmin=d["fmin"], fmax=d["fmax"], deltas=d["deltas"])
+
+
+def _shape(d: dict) -> tuple[int, int, int]:
+    """(classes, channels, steps) of a data table."""
+    if d["kind"] == "speech_commands":
+        spec = feature_spec(d)
+        return len(d["words"]) + 2, spec.channels, spec.frames
+    return d["classes"], d["channels"], d["steps"]
+
+
+def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
     if doc is None:
         raise RecipeError("missing [data] table")
     if not isinstance(doc, dict) or "kind" not in doc:
@@ -62,11 +105,21 @@ def check_data_table(doc, network) -> dict:
     if kind not in SCHEMAS:
         raise RecipeError(f"'data.kind' must be one of {', '.join(map(repr, SCHEMAS))}, got {kind!r}")
     d = check_table(doc, SCHEMAS[kind], "data")
-    if d["channels"] != network.input.size:
-        raise RecipeError(f"'data.channels' ({d['channels']}) must equal the size of input population "
-                          f"'{network.input.name}' ({network.input.size})")
-    if d["classes"] != network.readout.size:
-        raise RecipeError(f"'data.classes' ({d['classes']}) must equal the size of readout population "
+    if kind == "speech_commands":
+        if not 0 < d["fmin"] < d["fmax"] <= d["sample_rate"] / 2:
+            raise RecipeError(f"'data.fmin' and 'data.fmax' must satisfy 0 < fmin < fmax <= sample_rate/2, "
+                              f"got {d['fmin']}, {d['fmax']}")
+        if d["hop"] > d["n_fft"]:
+            raise RecipeError(f"'data.hop' ({d['hop']}) must not exceed 'data.n_fft' ({d['n_fft']})")
+        if base_dir is not None and not Path(d["path"]).is_absolute():
+            d["path"] = str(Path(base_dir) / d["path"])
+    classes, channels, _ = _shape(d)
+    what = "2 + len(data.words)" if kind == "speech_commands" else "data.classes"
+    if channels != network.input.size:
+        raise RecipeError(f"the data has {channels} input channels per frame, but input population "
+                          f"'{network.input.name}' has size {network.input.size}")
+    if classes != network.readout.size:
+        raise RecipeError(f"'{what}' ({classes}) must equal the size of readout population "
                           f"'{network.readout.name}' ({network.readout.size})")
     if d["encoding"] != network.input.encoding:
         raise RecipeError(f"'data.encoding' ({d['encoding']!r}) must match the encoding of input population "
@@ -105,5 +158,21 @@ def make_patterns(d: dict, seed: int) -> Dataset:
     return Dataset(x_tr, y_tr, x_te, y_te, tuple(f"class{k}" for k in range(K)))
 
 
+def _subset(x, y, n, rng):
+    if not n or n >= len(y):
+        return x, y
+    keep = np.sort(rng.choice(len(y), n, replace=False))
+    return x[keep], y[keep]
+
+
+def load_speech_commands(d: dict, seed: int, progress=None) -> Dataset:
+    seed = d["seed"] if d["seed"] is not None else seed
+    feats = load_features(d["path"], feature_spec(d), tuple(d["words"]), seed=seed, progress=progress)
+    rng = np.random.default_rng([seed, 0x5C])
+    x_tr, y_tr = _subset(*feats["train"], d["max_train"], rng)
+    x_te, y_te = _subset(*feats["test"], d["max_test"], rng)
+    return Dataset(x_tr, y_tr, x_te, y_te, class_names(tuple(d["words"])))
+
+
 def load_dataset(d: dict, seed: int) -> Dataset:
-    return {"patterns": make_patterns}[d["kind"]](d, seed)
+    return {"patterns": make_patterns, "speech_commands": load_speech_commands}[d["kind"]](d, seed)

@@ -51,7 +51,9 @@ def _source_keys(mapping: Mapping, population: str) -> np.ndarray:
     return _global_keys(mapping, population, "values" if pop.model == "input" else "spikes")
 
 
-def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True) -> Build:
+def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True,
+          weights: dict[str, np.ndarray] | None = None) -> Build:
+    """weights: start from these global matrices (a trained model) instead of the seeded initial ones."""
     net, lc = recipe.network, recipe.learning
     mapping = map_network(net, recipe.machine)
     dataset = load_dataset(recipe.data, recipe.seed)
@@ -59,7 +61,7 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                      seed=recipe.seed)
     clock = plan.clock(dataset.steps).to_dict()
-    weights = initial_weights(net, recipe.seed)
+    weights = weights if weights is not None else initial_weights(net, recipe.seed)
     feedback = random_feedback(net, recipe.seed) if lc.feedback == "random" else {}
     readout = net.readout
     tau_out = readout.param("tau_out")

@@ -101,6 +101,7 @@ TOP_SCHEMA = {
     "name": (str, REQUIRED, None),
     "description": (str, "", None),
     "seed": (int, 0, _in_range(0, 2**32 - 1)),
+    "model": (str, "", None),  # a trained model (.npz) that eval and stream use; relative to the recipe's folder
     "machine": MACHINE_SCHEMA,
     "data": None,  # checked against the schema of the data kind it names (host/datasets.py)
     "populations": [POPULATION_SCHEMA],
@@ -183,10 +184,17 @@ class Recipe:
     record_spikes: tuple[str, ...] = ()
     record_voltage: tuple[str, ...] = ()
     source: str = ""
+    model: str = ""  # path of the recipe's trained model, "" if none
 
-    def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None) -> "Recipe":
-        """Apply command-line overrides. --pes N splits every neuron population over N PEs."""
+    def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None) -> "Recipe":
+        """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
+        corpus-based data set at another folder or archive."""
         r = self
+        if data is not None:
+            if "path" not in r.data:
+                raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "
+                                  f"is generated in code")
+            r = replace(r, data={**r.data, "path": str(data)})
         if seed is not None:
             r = replace(r, seed=seed)
         if pes is not None:
@@ -226,12 +234,12 @@ def load_recipe(spec: str) -> Recipe:
     except (OSError, UnicodeDecodeError) as e:
         raise RecipeError(f"{spec}: cannot read: {e}") from None
     try:
-        return parse_recipe(doc, source=str(spec))
+        return parse_recipe(doc, source=str(spec), base_dir=Path(str(path)).parent)
     except RecipeError as e:
         raise RecipeError(f"{spec}: {e}") from None
 
 
-def parse_recipe(doc: dict, source: str = "") -> Recipe:
+def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> Recipe:
     from .host.datasets import check_data_table  # data kinds own their schemas
 
     d = check_table(doc, TOP_SCHEMA, "")
@@ -256,7 +264,7 @@ def parse_recipe(doc: dict, source: str = "") -> Recipe:
     projs = [Projection(p["pre"], p["post"], p["init_scale"]) for p in d["projections"]]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
     learning = LearningSpec(**d["learning"])
-    data = check_data_table(d["data"], network)
+    data = check_data_table(d["data"], network, base_dir)
     for kind in ("spikes", "voltage"):
         for name in d["record"][kind]:
             if not isinstance(name, str) or name not in network.names:
@@ -266,4 +274,5 @@ def parse_recipe(doc: dict, source: str = "") -> Recipe:
         name=d["name"], description=d["description"], seed=d["seed"], machine=machine, network=network,
         learning=learning, schedule=Schedule(**d["schedule"]), data=data,
         record_spikes=tuple(d["record"]["spikes"]), record_voltage=tuple(d["record"]["voltage"]), source=source,
+        model=str(Path(base_dir) / d["model"]) if d["model"] and base_dir is not None else d["model"],
     )

@@ -64,9 +64,11 @@ def memory_summary(b: Build) -> dict:
 
 
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, progress=None,
-        allow_drops: bool = False) -> dict:
-    """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes)."""
-    b = build_run(recipe)
+        allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None) -> dict:
+    """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
+
+    weights: start from a trained model instead of the seeded initial weights."""
+    b = build_run(recipe, weights=weights)
     if progress is not None:
         progress.start(b.n_ticks)
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address)
@@ -92,6 +94,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, pr
         "train_curve": hr["train_curve"],
         "test_curve": hr["test_curve"],
         "confusion": hr["confusion"],
+        "classes": list(b.dataset.classes),
         "ticks": raw.ticks,
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,

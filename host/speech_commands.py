@@ -1,0 +1,182 @@
+"""Google Speech Commands (v1 and v2 layout) as the 12-class keyword-spotting task of SCIENCE.md seed A.
+
+A corpus is a folder, or a tar archive of one (.tar, .tar.gz, .tgz, .tar.xz: the form Google distributes):
+one folder per word of 1 s 16 kHz WAV clips, `_background_noise_/` with long noise recordings, and
+`validation_list.txt` / `testing_list.txt` naming the clips of those splits (`word/file.wav`); all other
+clips are training clips. Classes, in the order of the TensorFlow reference code: `_silence_`, `_unknown_`,
+then the 10 command words. Every non-command word is `_unknown_` (all of them, as the authors did, so the
+test split is unbalanced: report balanced accuracy too).
+
+`_silence_` clips are cut from the background noise: each noise file is divided in time into a train part
+(the first 80%), a validation part (next 10%) and a test part (last 10%), so no noise sample is in two
+splits; each split gets as many silence clips as its average command word has, each a random 1 s window of
+a random noise file at a random volume in [0, 1] (seeded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from s2emu.errors import S2EmuError
+
+from .audio import AudioError, fit_length, parse_wav
+from .features import FeatureSpec, batch_features
+
+COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SILENCE, UNKNOWN = "_silence_", "_unknown_"
+NOISE_DIR = "_background_noise_"
+SPLITS = ("train", "validation", "test")
+_NOISE_PARTS = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}
+
+
+def class_names(words=COMMANDS) -> tuple[str, ...]:
+    return (SILENCE, UNKNOWN, *words)
+
+
+class Corpus:
+    """Read access to a corpus folder or tar archive: relative POSIX paths -> bytes."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            self._tar = None
+            self.files = sorted(str(PurePosixPath(p.relative_to(self.path))) for p in self.path.rglob("*")
+                                if p.is_file())
+        elif self.path.is_file():
+            try:
+                self._tar = tarfile.open(self.path, "r:*")
+            except (tarfile.TarError, OSError) as e:
+                raise S2EmuError(f"{self.path}: not a corpus folder or tar archive ({e})") from None
+            names = [PurePosixPath(m.name) for m in self._tar.getmembers() if m.isfile()]
+            # an archive of one top folder (kws_synth/yes/...) is read relative to that folder
+            tops = {n.parts[0] for n in names}
+            strip = len(tops) == 1 and all(len(n.parts) >= 3 for n in names if n.suffix == ".wav")
+            self._members = {str(PurePosixPath(*n.parts[strip:])): m for n, m in
+                             zip(names, (m for m in self._tar.getmembers() if m.isfile()))}
+            self.files = sorted(self._members)
+        else:
+            raise S2EmuError(f"no speech corpus at '{path}' (a Speech Commands folder or .tar.gz/.tar.xz archive)")
+
+    def read(self, rel: str) -> bytes:
+        if self._tar is None:
+            return (self.path / rel).read_bytes()
+        return self._tar.extractfile(self._members[rel]).read()
+
+    def exists(self, rel: str) -> bool:
+        return rel in self._members if self._tar is not None else (self.path / rel).is_file()
+
+    def fingerprint(self) -> str:
+        """Changes when the corpus changes (file list and sizes, or the archive's bytes)."""
+        h = hashlib.sha256()
+        if self._tar is None:
+            for f in self.files:
+                h.update(f.encode() + str((self.path / f).stat().st_size).encode())
+        else:
+            st = self.path.stat()
+            h.update(f"{self.path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ClipList:
+    """The clips of one split: relative paths (None for silence), labels, and silence windows."""
+    paths: list
+    labels: np.ndarray
+    speakers: list
+
+
+def index_splits(corpus: Corpus, words=COMMANDS) -> dict[str, ClipList]:
+    names = class_names(words)
+    listed = {}
+    for split, fname in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
+        listed[split] = set(corpus.read(fname).decode().split()) if corpus.exists(fname) else set()
+    wavs = [f for f in corpus.files if f.endswith(".wav") and len(PurePosixPath(f).parts) == 2
+            and not f.startswith(NOISE_DIR + "/")]
+    if not wavs:
+        raise S2EmuError(f"{corpus.path}: no clips (expected <word>/<clip>.wav folders, Speech Commands layout)")
+    out = {}
+    for split in SPLITS:
+        paths, labels, speakers = [], [], []
+        for f in wavs:
+            in_split = (f in listed["validation"] and split == "validation") or \
+                       (f in listed["test"] and split == "test") or \
+                       (split == "train" and f not in listed["validation"] and f not in listed["test"])
+            if not in_split:
+                continue
+            word = PurePosixPath(f).parts[0]
+            paths.append(f)
+            labels.append(names.index(word) if word in words else 1)
+            speakers.append(PurePosixPath(f).name.split("_nohash_")[0])
+        labels = np.array(labels, np.int64)
+        counts = [(labels == k).sum() for k in range(2, len(names))]
+        n_sil = int(round(np.mean(counts))) if len(labels) else 0
+        out[split] = ClipList(paths + [None] * n_sil, np.concatenate([labels, np.zeros(n_sil, np.int64)]),
+                              speakers + [SILENCE] * n_sil)
+    return out
+
+
+def _noise(corpus: Corpus, rate: int) -> list[np.ndarray]:
+    files = [f for f in corpus.files if f.startswith(NOISE_DIR + "/") and f.endswith(".wav")]
+    return [parse_wav(corpus.read(f), name=f, rate=rate).samples for f in files]
+
+
+def load_split(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int) -> np.ndarray:
+    """[N, clip_samples] float32 audio of a split's clips, silence windows cut from the noise."""
+    n = spec.clip_samples
+    audio = np.zeros((len(clips.paths), n), np.float32)
+    noise = None
+    rng = np.random.default_rng([seed, 0x5113, SPLITS.index(split)])
+    for i, p in enumerate(clips.paths):
+        if p is not None:
+            audio[i] = fit_length(parse_wav(corpus.read(p), name=p, rate=spec.sample_rate).samples, n)
+            continue
+        if noise is None:
+            noise = _noise(corpus, spec.sample_rate)
+            if not noise:
+                raise S2EmuError(f"{corpus.path}: no {NOISE_DIR}/*.wav to cut silence clips from")
+        src = noise[int(rng.integers(len(noise)))]
+        lo, hi = (int(f * len(src)) for f in _NOISE_PARTS[split])
+        if hi - lo < n:
+            raise AudioError(f"{NOISE_DIR}: a noise file is too short for 1 s {split} windows "
+                             f"({(hi - lo) / spec.sample_rate:.2f} s in its {split} part)")
+        start = lo + int(rng.integers(hi - lo - n + 1))
+        audio[i] = src[start:start + n] * rng.random()
+    return audio
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("S2EMU_CACHE", Path.home() / ".cache" / "s2emu"))
+
+
+def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, splits=("train", "test"),
+                  progress=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (features [N, frames, channels] float32, labels [N])}, cached on disk by corpus fingerprint."""
+    corpus = Corpus(path)
+    key = hashlib.sha256(repr((corpus.fingerprint(), spec.to_dict(), tuple(words), seed, 1)).encode()).hexdigest()[:20]
+    index = index_splits(corpus, words)
+    out = {}
+    for split in splits:
+        f = cache_dir() / f"features-{key}-{split}.npz"
+        if f.is_file():
+            with np.load(f) as z:
+                out[split] = (z["x"], z["y"])
+            continue
+        clips = index[split]
+        if not len(clips.labels):
+            raise S2EmuError(f"{corpus.path}: the {split} split is empty (check testing_list.txt)")
+        x = batch_features(load_split(corpus, clips, split, spec, seed=seed), spec)
+        out[split] = (x, clips.labels)
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_suffix(".tmp.npz")
+            np.savez(tmp, x=x, y=clips.labels)
+            os.replace(tmp, f)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return out
