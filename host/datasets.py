@@ -74,6 +74,7 @@ SPEECH_COMMANDS_SCHEMA = {
     "fmin": (float, 20.0, _non_negative),
     "fmax": (float, 4000.0, _positive),
     "deltas": (bool, True, None),
+    "test_split": (str, "test", _one_of("test", "validation", "train", "all")),  # the clips tested on
     "max_train": (int, 0, _non_negative),  # 0 = all; otherwise a seeded random subset (quick runs, tests)
     "max_test": (int, 0, _non_negative),
     "seed": (int, None, _non_negative),  # silence windows and subsets; default: the recipe seed
@@ -165,14 +166,29 @@ def _subset(x, y, n, rng):
     return x[keep], y[keep]
 
 
-def load_speech_commands(d: dict, seed: int, progress=None) -> Dataset:
+def load_speech_commands(d: dict, seed: int, *, need_train: bool = True) -> Dataset:
     seed = d["seed"] if d["seed"] is not None else seed
-    feats = load_features(d["path"], feature_spec(d), tuple(d["words"]), seed=seed, progress=progress)
+    spec = feature_spec(d)
+    splits = (("train",) if need_train else ()) + (d["test_split"],)
+    feats = load_features(d["path"], spec, tuple(d["words"]), seed=seed, splits=tuple(dict.fromkeys(splits)))
     rng = np.random.default_rng([seed, 0x5C])
-    x_tr, y_tr = _subset(*feats["train"], d["max_train"], rng)
-    x_te, y_te = _subset(*feats["test"], d["max_test"], rng)
+    empty = (np.zeros((0, spec.frames, spec.channels), np.float32), np.zeros(0, np.int64))
+    x_tr, y_tr = _subset(*feats["train"], d["max_train"], rng) if need_train else empty
+    x_te, y_te = _subset(*feats[d["test_split"]], d["max_test"], rng)
     return Dataset(x_tr, y_tr, x_te, y_te, class_names(tuple(d["words"])))
 
 
-def load_dataset(d: dict, seed: int) -> Dataset:
-    return {"patterns": make_patterns, "speech_commands": load_speech_commands}[d["kind"]](d, seed)
+def placeholder_dataset(d: dict) -> Dataset:
+    """One all-zero sample per split, of the data's shape: what mapping and memory planning need, without
+    reading or generating the data."""
+    classes, channels, steps = _shape(d)
+    x, y = np.zeros((1, steps, channels), np.float32), np.zeros(1, np.int64)
+    names = class_names(tuple(d["words"])) if d["kind"] == "speech_commands" else tuple(f"class{k}" for k in range(classes))
+    return Dataset(x, y, x, y, names)
+
+
+def load_dataset(d: dict, seed: int, *, need_train: bool = True) -> Dataset:
+    """need_train=False: only the test data (evaluation); generated data sets make both anyway."""
+    if d["kind"] == "speech_commands":
+        return load_speech_commands(d, seed, need_train=need_train)
+    return make_patterns(d, seed)

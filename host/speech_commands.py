@@ -161,7 +161,13 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
     key = hashlib.sha256(repr((corpus.fingerprint(), spec.to_dict(), tuple(words), seed, 1)).encode()).hexdigest()[:20]
     index = index_splits(corpus, words)
     out = {}
+    if "all" in splits:  # every clip of the corpus: the three splits, each with its silence windows
+        parts = [load_features(path, spec, words, seed=seed, splits=(sp,))[sp] for sp in SPLITS
+                 if len(index[sp].labels)]
+        out["all"] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     for split in splits:
+        if split == "all":
+            continue
         f = cache_dir() / f"features-{key}-{split}.npz"
         if f.is_file():
             with np.load(f) as z:
@@ -169,7 +175,8 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
             continue
         clips = index[split]
         if not len(clips.labels):
-            raise S2EmuError(f"{corpus.path}: the {split} split is empty (check testing_list.txt)")
+            raise S2EmuError(f"{corpus.path}: the {split} split is empty (check validation_list.txt and "
+                             f"testing_list.txt, or evaluate every clip with test_split = 'all' / --split all)")
         x = batch_features(load_split(corpus, clips, split, spec, seed=seed), spec)
         out[split] = (x, clips.labels)
         try:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .cores.neurons import NeuronConstants
 from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
-from .host.datasets import Dataset, load_dataset
+from .host.datasets import Dataset, load_dataset, placeholder_dataset
 from .host.host import Plan, make_plan
 from .network import initial_weights, random_feedback
 from .recipe import Recipe
@@ -52,11 +52,12 @@ def _source_keys(mapping: Mapping, population: str) -> np.ndarray:
 
 
 def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True,
-          weights: dict[str, np.ndarray] | None = None) -> Build:
-    """weights: start from these global matrices (a trained model) instead of the seeded initial ones."""
+          weights: dict[str, np.ndarray] | None = None, load_data: bool = True) -> Build:
+    """weights: start from these global matrices (a trained model) instead of the seeded initial ones.
+    load_data=False: a placeholder data set of the right shape (for mapping and memory reports)."""
     net, lc = recipe.network, recipe.learning
     mapping = map_network(net, recipe.machine)
-    dataset = load_dataset(recipe.data, recipe.seed)
+    dataset = load_dataset(recipe.data, recipe.seed, need_train=recipe.schedule.epochs > 0) if load_data else placeholder_dataset(recipe.data)
     B = streams or recipe.schedule.batch
     plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                      seed=recipe.seed)

@@ -1,4 +1,4 @@
-"""The s2emu command line: info, run, memory, map.
+"""The s2emu command line: info, run, eval, memory, map.
 
 Every command's --json prints one JSON object on stdout; logs and progress go to stderr.
 Errors caused by input are printed as one line (`error: ...`) with exit status 2.
@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -66,7 +69,39 @@ def _load(args):
 
     recipe = load_recipe(args.recipe)
     return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
-                                 epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None))
+                                 epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
+                                 data=getattr(args, "data", None))
+
+
+def _model_weights(recipe, path):
+    """Weights of the model at `path` (or None for the recipe's seeded initial weights)."""
+    if not path:
+        return None, {}
+    from .model import load_model
+    return load_model(path, recipe.network)
+
+
+def _save_outputs(recipe, result, out_dir, quiet) -> dict:
+    """model.npz, results.json and the figures of a run in out_dir; returns their paths."""
+    from pathlib import Path
+
+    from . import plots
+    from .model import save_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"recipe": recipe.name, "classes": result.get("classes"), "data": {k: v for k, v in recipe.data.items()
+            if k != "path"}, "state_digest": result["state_digest"], "accuracy": result["accuracy"],
+            "balanced_accuracy": result["balanced_accuracy"], "epochs": recipe.schedule.epochs, "seed": recipe.seed,
+            "s2emu": __version__}
+    files = {"model": str(out / "model.npz"), "results": str(out / "results.json")}
+    save_model(files["model"], result["_arrays"]["weights"], meta)
+    (out / "results.json").write_text(json.dumps(_jsonable(result), default=_json_default, indent=1) + "\n")
+    if plots.available():
+        files["figures"] = plots.write_run_figures(result, recipe, out)
+    elif not quiet:
+        err_console.print("no figures: matplotlib is not installed (pip install -e '.[plots]')")
+    return files
 
 
 def cmd_info(args) -> dict:
@@ -95,14 +130,19 @@ def cmd_run(args) -> dict:
     from .runner import run
 
     recipe = _load(args)
+    weights, _ = _model_weights(recipe, args.model)
     progress = TickProgress(f"{recipe.name} on {args.engine}", enabled=not args.quiet)
     if not args.quiet:
         err_console.print(f"[bold]{recipe.name}[/]: {recipe.description}")
     try:
         result = run(recipe, engine=args.engine, address=args.address, progress=progress,
-                     allow_drops=args.allow_drops)
+                     allow_drops=args.allow_drops, weights=weights)
     finally:
         progress.stop()
+    if args.out != "-":
+        result["outputs"] = _save_outputs(recipe, result, args.out or f"runs/{recipe.name}", args.quiet)
+        if not args.quiet:
+            err_console.print(f"saved the model, results and figures in {Path(result['outputs']['model']).parent}/")
     if args.save:
         save_recordings(args.save, result["_arrays"])
         if not args.quiet:
@@ -126,18 +166,74 @@ def cmd_run(args) -> dict:
     return result
 
 
+def _per_pe_memory(b) -> list[dict]:
+    return [{"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
+             "budget": m["budget"], "items": m["items"]} for v, m in zip(b.mapping.vertices, b.memory)]
+
+
+def cmd_eval(args) -> dict:
+    """Evaluate a trained model (default: the recipe's shipped one) on a corpus split; no learning."""
+    import dataclasses
+
+    from .runner import run
+
+    recipe = _load(args)
+    path = args.model or recipe.model
+    if not path:
+        raise S2EmuError(f"recipe {recipe.name} names no trained model: pass --model PATH")
+    weights, meta = _model_weights(recipe, path)
+    if args.split:
+        if "test_split" not in recipe.data:
+            raise S2EmuError(f"--split applies to corpus data sets, not to data kind '{recipe.data['kind']}'")
+        recipe = dataclasses.replace(recipe, data={**recipe.data, "test_split": args.split})
+    recipe = recipe.with_overrides(epochs=0, batch=args.batch)
+    progress = TickProgress(f"eval {recipe.name}", enabled=not args.quiet)
+    try:
+        result = run(recipe, engine=args.engine, address=args.address, progress=progress, weights=weights)
+    finally:
+        progress.stop()
+    out = {k: result[k] for k in ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss",
+                                  "n_test", "confusion", "classes", "state_digest", "ticks", "wall_seconds",
+                                  "ticks_per_second")}
+    out.update(model=str(path), data=recipe.data.get("path"), split=recipe.data.get("test_split"),
+               model_meta=meta)
+    if not args.json:
+        t = Table(title=f"{recipe.name}: model {path}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        t.add_row("data", f"{out['data']} ({out['split']} split)" if out["data"] else recipe.data["kind"])
+        t.add_row("accuracy", f"{out['accuracy']:.4f}  (chance {out['chance']:.3f})")
+        t.add_row("balanced accuracy", f"{out['balanced_accuracy']:.4f}")
+        t.add_row("clips", str(out["n_test"]))
+        per_class = np.diag(np.asarray(out["confusion"])) / np.maximum(np.asarray(out["confusion"]).sum(1), 1)
+        t.add_row("recall per class", " ".join(f"{c}:{r:.2f}" for c, r in zip(out["classes"], per_class)))
+        out_console.print(t)
+    return out
+
+
 def cmd_memory(args) -> dict:
+    """SRAM per PE for the recipe's layout, both e-prop eligibility layouts side by side, and BPTT's estimate."""
+    import dataclasses
+
+    from .bptt_memory import bptt_memory
     from .build import build
 
     recipe = _load(args)
-    b = build(recipe, streams=1)
-    per_pe = []
-    for v, m in zip(b.mapping.vertices, b.memory):
-        per_pe.append({"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
-                       "budget": m["budget"], "items": m["items"]})
+    b = build(recipe, streams=1, load_data=False)
+    per_pe = _per_pe_memory(b)
     result = {"recipe": recipe.name, "machine": recipe.machine.name, "pe_budget": recipe.machine.pe_budget,
               "layout": recipe.learning.eligibility_layout, "total_bytes": b.total_bytes, "per_pe": per_pe,
               "weights": recipe.network.n_weights}
+    if recipe.learning.rule == "eprop":
+        layouts = {}
+        for layout in ("per_synapse", "per_source"):
+            r = dataclasses.replace(recipe, learning=dataclasses.replace(recipe.learning, eligibility_layout=layout))
+            bl = b if layout == recipe.learning.eligibility_layout else build(r, streams=1, load_data=False)
+            layouts[layout] = {"total_bytes": bl.total_bytes,
+                               "per_pe": [{k: p[k] for k in ("pe", "bytes")} for p in _per_pe_memory(bl)]}
+        result["layouts"] = layouts
+        result["saving_bytes"] = layouts["per_synapse"]["total_bytes"] - layouts["per_source"]["total_bytes"]
+        result["bptt"] = bptt_memory(b.mapping, b.dataset.steps)
     if not args.json:
         t = Table(title=f"SRAM per PE: {recipe.name} on {recipe.machine.name} "
                         f"(budget {recipe.machine.pe_budget:,} B per PE, batch 1, layout {result['layout']})")
@@ -149,6 +245,24 @@ def cmd_memory(args) -> dict:
                       f"{100 * p['bytes'] / p['budget']:.1f}", ", ".join(f"{i['name']} {i['bytes']:,}" for i in top))
         t.add_row("total", "", f"{b.total_bytes:,}", "", f"{b.total_bytes / 1024:.2f} KiB over {len(per_pe)} PEs")
         out_console.print(t)
+        if "layouts" in result:
+            c = Table(title=f"training memory of {recipe.name}: e-prop layouts and BPTT "
+                            f"(T = {result['bptt']['steps']} steps per sample)")
+            for col in ("learning rule / layout", "total bytes", "KiB", "largest PE", "note"):
+                c.add_column(col, justify="left" if col in ("learning rule / layout", "note") else "right")
+            for name, note in (("per_synapse", "faithful: 7 float32 per synapse (SCIENCE.md)"),
+                               ("per_source", f"one epsv per presynaptic source: saves "
+                                              f"{result['saving_bytes']:,} B")):
+                lay = result["layouts"][name]
+                c.add_row(f"e-prop {name}", f"{lay['total_bytes']:,}", f"{lay['total_bytes'] / 1024:.2f}",
+                          f"{max(p['bytes'] for p in lay['per_pe']):,}", note)
+            bp = result["bptt"]
+            c.add_row("BPTT, split as above", f"{bp['total_bytes']:,}", f"{bp['total_bytes'] / 1024:.2f}",
+                      f"{max(p['bytes'] for p in bp['per_pe']):,}",
+                      f"estimate; + {bp['history_bytes_per_step']:,} B per extra step")
+            c.add_row("BPTT, one copy of histories", f"{bp['dense_bytes']:,}", f"{bp['dense_bytes'] / 1024:.2f}",
+                      "", "estimate; the floor (GPU-style single memory)")
+            out_console.print(c)
     return result
 
 
@@ -157,7 +271,7 @@ def cmd_map(args) -> dict:
     from .router.mapper import placement_report
 
     recipe = _load(args)
-    b = build(recipe, streams=1)
+    b = build(recipe, streams=1, load_data=False)
     d = b.mapping.to_dict()
     d["recipe"] = recipe.name
     if not args.json:
@@ -205,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--allow-drops", action="store_true", help="report dropped packets without failing")
     sp.add_argument("--save", metavar="FILE.npz",
                     help="save final weights (W/<projection>) and recordings (spikes/<pop>, voltage/<pop>)")
+    sp.add_argument("--out", metavar="DIR", help="where model.npz, results.json and the figures go "
+                    "(default runs/<recipe name>; '-' writes nothing)")
+    sp.add_argument("--model", metavar="FILE.npz", help="start from a trained model instead of initial weights")
+    sp.add_argument("--data", metavar="PATH", help="corpus folder or archive instead of the recipe's")
+    sp = sub.add_parser("eval", help="evaluate a trained model on a corpus (plain and balanced accuracy)")
+    common(sp)
+    sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
+    sp.add_argument("--data", metavar="PATH", help="corpus folder or archive in Speech Commands layout")
+    sp.add_argument("--split", choices=["test", "validation", "train", "all"],
+                    help="which clips to evaluate (default: the recipe's test_split, 'test')")
+    sp.add_argument("--batch", type=int, default=64, help="streams evaluated side by side (default 64)")
+    sp.add_argument("--engine", choices=["local", "ray"], default="local")
+    sp.add_argument("--address", help="Ray cluster address for --engine ray")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")
@@ -212,12 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"info": cmd_info, "run": cmd_run, "memory": cmd_memory, "map": cmd_map}
+COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "memory": cmd_memory, "map": cmd_map}
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run" and args.address and args.engine != "ray":
+    if args.command in ("run", "eval") and args.address and args.engine != "ray":
         err_console.print("error: --address needs --engine ray")
         return 2
     try:

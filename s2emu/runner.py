@@ -96,6 +96,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, pr
         "confusion": hr["confusion"],
         "classes": list(b.dataset.classes),
         "ticks": raw.ticks,
+        "steps_per_sample": b.dataset.steps,
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,
         "phases": raw.phases,
