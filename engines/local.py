@@ -5,20 +5,22 @@ from __future__ import annotations
 import time
 
 from s2emu.cores.pe import make_pe
-from s2emu.host.host import Host
+from s2emu.host.host import make_host
 from s2emu.router.router import Router
 
 from . import RawRun
 
 
-def run_local(build, *, progress=None) -> RawRun:
+def run_local(build, *, progress=None, observer=None) -> RawRun:
     t0 = time.perf_counter()
     pes = [make_pe(c) for c in build.pe_configs]
-    host = Host(build.host_config)
+    host = make_host(build.host_config)
     m = build.mapping
     router = Router(m.table, m.n_endpoints, streams=host.B)
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
     inbound = [None] * len(actors)
+    if observer is not None:
+        observer(host=host, pes=pes, router=router)  # a live view reads the objects directly
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
     for tick in range(n_ticks):

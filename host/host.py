@@ -58,6 +58,14 @@ def make_plan(n_train: int, n_test: int, *, epochs: int, batch: int, seed: int, 
     return Plan(np.array(split, np.int8), np.array(epoch, np.int64), np.stack(idx).astype(np.int64))
 
 
+def make_host(config: dict) -> "Host":
+    """The host endpoint a configuration asks for: a data-set host, or a streaming one (kind = 'stream')."""
+    if config.get("kind") == "stream":
+        from .stream import StreamHost
+        return StreamHost(config)
+    return Host(config)
+
+
 class Host:
     def __init__(self, config: dict):
         self.endpoint = int(config["endpoint"])

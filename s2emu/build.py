@@ -52,15 +52,16 @@ def _source_keys(mapping: Mapping, population: str) -> np.ndarray:
 
 
 def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True,
-          weights: dict[str, np.ndarray] | None = None, load_data: bool = True) -> Build:
+          weights: dict[str, np.ndarray] | None = None, load_data: bool = True, plan: Plan | None = None) -> Build:
     """weights: start from these global matrices (a trained model) instead of the seeded initial ones.
     load_data=False: a placeholder data set of the right shape (for mapping and memory reports)."""
     net, lc = recipe.network, recipe.learning
     mapping = map_network(net, recipe.machine)
     dataset = load_dataset(recipe.data, recipe.seed, need_train=recipe.schedule.epochs > 0) if load_data else placeholder_dataset(recipe.data)
     B = streams or recipe.schedule.batch
-    plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
-                     seed=recipe.seed)
+    if plan is None:
+        plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
+                         seed=recipe.seed)
     clock = plan.clock(dataset.steps).to_dict()
     weights = weights if weights is not None else initial_weights(net, recipe.seed)
     feedback = random_feedback(net, recipe.seed) if lc.feedback == "random" else {}

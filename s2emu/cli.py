@@ -1,4 +1,4 @@
-"""The s2emu command line: info, run, eval, memory, map.
+"""The s2emu command line: info, run, eval, stream, memory, map.
 
 Every command's --json prints one JSON object on stdout; logs and progress go to stderr.
 Errors caused by input are printed as one line (`error: ...`) with exit status 2.
@@ -211,6 +211,38 @@ def cmd_eval(args) -> dict:
     return out
 
 
+def cmd_stream(args) -> dict:
+    """Stream audio through the chip in real time with a live view; accuracy over the clips at the end."""
+    from .streaming import stream
+
+    recipe = _load(args)
+    path = args.model or recipe.model
+    if not path:
+        raise S2EmuError(f"recipe {recipe.name} names no trained model: pass --model PATH")
+    weights, _ = _model_weights(recipe, path)
+    if not args.quiet:
+        err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
+                          f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
+    out = stream(recipe, args.source, engine=args.engine, address=args.address, weights=weights, clips=args.clips,
+                 learn=args.learn, pace=not args.no_pace, console=err_console, live=not args.quiet)
+    out["model"] = str(path)
+    if not args.json:
+        t = Table(title=f"stream: {out['clips']} clips on {out['engine']} ({out['pes']} PEs)")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        if out["accuracy"] is not None:
+            t.add_row("accuracy", f"{out['accuracy']:.3f} over {out['n_labelled']} labelled clips "
+                                  f"(balanced {out['balanced_accuracy']:.3f}, chance {out['chance']:.3f})")
+        t.add_row("real-time factor", f"{out['real_time_factor']:.2f} (keeping up needs "
+                                      f"{out['required_real_time_factor']:.2f}; unpaced capacity "
+                                      f"{out['capacity_factor']:.2f})")
+        t.add_row("lag", f"max {out['lag_ms_max']:.0f} ms (first half {out['lag_ms_first_half_max']:.0f}, "
+                         f"second half {out['lag_ms_second_half_max']:.0f}), final {out['lag_ms_final']:.0f} ms")
+        t.add_row("packets/s", f"{out['packets_per_second']:,.0f}")
+        out_console.print(t)
+    return out
+
+
 def cmd_memory(args) -> dict:
     """SRAM per PE for the recipe's layout, both e-prop eligibility layouts side by side, and BPTT's estimate."""
     import dataclasses
@@ -333,6 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine", choices=["local", "ray"], default="local")
     sp.add_argument("--address", help="Ray cluster address for --engine ray")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp = sub.add_parser("stream", help="stream audio through the chip in real time, with a live view")
+    common(sp)
+    sp.add_argument("--source", metavar="DIR|FILE.wav", help="corpus (its test split) or one WAV file "
+                    "(default: the recipe's corpus)")
+    sp.add_argument("--clips", type=int, help="stream only the first N clips")
+    sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
+    sp.add_argument("--learn", action="store_true", help="learn online (batch 1) while streaming")
+    sp.add_argument("--no-pace", action="store_true", help="run as fast as possible instead of at the audio rate")
+    sp.add_argument("--engine", choices=["local", "ray"], default="local")
+    sp.add_argument("--address", help="Ray cluster address for --engine ray")
+    sp.add_argument("--quiet", action="store_true", help="no live view")
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")
@@ -340,12 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "memory": cmd_memory, "map": cmd_map}
+COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
+            "map": cmd_map}
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "eval") and args.address and args.engine != "ray":
+    if args.command in ("run", "eval", "stream") and args.address and args.engine != "ray":
         err_console.print("error: --address needs --engine ray")
         return 2
     try:

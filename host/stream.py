@@ -1,0 +1,171 @@
+"""Streaming audio into the chip in real time: the host reads clips hop by hop and computes features as the
+audio arrives; a pacer holds the chip to the audio clock.
+
+Timing (one tick = one 10 ms frame): during the S = T + 2 ticks of sample k the host pushes clip k+1's audio,
+160 samples per tick (100 ticks = 1 s), into its ClipFeaturizer; clip k+1's features are complete when its
+last sample has arrived, just in time for sample k+1. Clip 0 is read before the first tick (one clip of
+pre-roll). The chip therefore needs S = 102 ticks per second of audio: it keeps up if it runs at >= 102 ticks/s
+(real_time_factor = ticks per second / 100 >= 1.02), and the lag (how far the chip is behind the audio clock)
+stays bounded.
+
+Sources: a corpus folder or archive (Speech Commands layout; its test split, labels known) or one WAV file
+(cut into consecutive 1 s clips; labels unknown, -1).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s2emu.errors import S2EmuError
+
+from .audio import fit_length, read_wav
+from .features import ClipFeaturizer, FeatureSpec
+from .host import TEST, TRAIN, Host, Plan
+from .metrics import accuracy, balanced_accuracy, confusion
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    audio: np.ndarray  # float32 [n_clips, clip_samples]
+    labels: np.ndarray  # int [n_clips]; -1 = unknown
+    names: list[str]
+
+
+def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int, split: str = "test") -> StreamSource:
+    from .speech_commands import ClipList, Corpus, index_splits, load_split
+
+    p = Path(path)
+    if p.suffix.lower() == ".wav" and p.is_file():
+        x = read_wav(p, rate=spec.sample_rate).samples
+        n = max(1, -(-len(x) // spec.clip_samples))
+        audio = np.stack([fit_length(x[i * spec.clip_samples:], spec.clip_samples) for i in range(n)])
+        names = [f"{p.name}@{i}s" for i in range(n)]
+        labels = np.full(n, -1, np.int64)
+    else:
+        corpus = Corpus(p)
+        cl = index_splits(corpus, tuple(words))[split]
+        if not len(cl.labels):
+            raise S2EmuError(f"{p}: no clips in its {split} split")
+        order = np.random.default_rng([seed, 0x57]).permutation(len(cl.labels))
+        sub = ClipList([cl.paths[i] for i in order], cl.labels[order], [cl.speakers[i] for i in order])
+        audio = load_split(corpus, sub, split, spec, seed=seed)
+        names, labels = [q or "_silence_ window" for q in sub.paths], sub.labels
+    if clips is not None:
+        if clips < 1:
+            raise S2EmuError(f"--clips must be >= 1, got {clips}")
+        audio, labels, names = audio[:clips], labels[:clips], names[:clips]
+    return StreamSource(audio.astype(np.float32), labels, names)
+
+
+def stream_plan(n_clips: int, learn: bool) -> Plan:
+    split = np.full(n_clips, TRAIN if learn else TEST, np.int8)
+    return Plan(split, np.zeros(n_clips, np.int64), np.arange(n_clips, dtype=np.int64)[:, None])
+
+
+class StreamHost(Host):
+    """A Host whose clips are computed from audio while the chip runs (batch 1)."""
+
+    def __init__(self, config: dict):
+        n = len(config["audio"])
+        self.spec = FeatureSpec(**config["feature_spec"])
+        zeros = np.zeros((n, self.spec.frames, self.spec.channels), np.float32)
+        labels = np.maximum(config["labels"], 0)  # unknown labels travel as class 0 (only --learn uses them)
+        super().__init__({**config, "x_train": zeros, "x_test": zeros, "y_train": labels, "y_test": labels})
+        self.x[TRAIN] = self.x[TEST] = zeros  # one array: frames are written as their clip completes
+        self.audio = config["audio"]
+        self.labels = np.asarray(config["labels"], np.int64)
+        self.featurizer = ClipFeaturizer(self.spec)
+        self.per_tick = -(-self.spec.clip_samples // self.T)  # samples of audio per tick (160)
+        self.ready = -1  # last clip whose features are complete
+        self._push(0, 0, self.spec.clip_samples)  # pre-roll: clip 0
+
+    def _push(self, clip: int, lo: int, hi: int):
+        if clip >= len(self.audio) or lo >= hi:
+            return
+        feats = self.featurizer.push(self.audio[clip, lo:hi])
+        if feats is not None:
+            self.x[TEST][clip] = feats
+            self.ready = clip
+
+    def step(self, tick, inbound):
+        sample, s = self.clock.where(tick)
+        if sample < self.clock.n_samples and s < self.T:
+            if self.ready < sample:
+                raise S2EmuError(f"stream host: features of clip {sample} are not ready at tick {tick}")
+            self._push(sample + 1, s * self.per_tick, min((s + 1) * self.per_tick, self.spec.clip_samples))
+        return super().step(tick, inbound)
+
+    def clip_scores(self) -> np.ndarray:
+        return self.scores[:, 0, :]
+
+    def results(self) -> dict:
+        """Per clip: scores, prediction, label (-1 unknown); accuracy over the clips with known labels."""
+        scores = self.clip_scores()
+        missing = int(np.isnan(scores).any(axis=1).sum())
+        pred = np.nan_to_num(scores, nan=-np.inf).argmax(1)
+        truth = self.labels
+        known = truth >= 0
+        C = self.n_classes
+        out = {"predictions": pred.tolist(), "labels": truth.tolist(), "scores": scores.tolist(),
+               "missing_outputs": missing, "chance": 1.0 / C, "n_clips": int(len(truth)),
+               "n_labelled": int(known.sum())}
+        if known.any():
+            out.update(accuracy=accuracy(truth[known], pred[known]),
+                       balanced_accuracy=balanced_accuracy(truth[known], pred[known], C),
+                       confusion=confusion(truth[known], pred[known], C).tolist())
+        else:
+            out.update(accuracy=None, balanced_accuracy=None, confusion=None)
+        return out
+
+
+class Pacer:
+    """Holds the emulation to the audio clock: tick t may not finish before t / ticks_per_second after start.
+
+    Call advance(n) after n more ticks are done. Records the lag (seconds the chip is behind the clock),
+    the time slept, and keeps the per-interval tick rate for the live view.
+    """
+
+    def __init__(self, ticks_per_second: float | None, on_update=None):
+        self.rate = ticks_per_second
+        self.on_update = on_update
+        self.t0 = None
+        self.ticks = 0
+        self.slept = 0.0
+        self.lags: list[tuple[int, float]] = []
+
+    def start(self, total: int):
+        self.total = total
+        self.t0 = time.perf_counter()
+
+    def advance(self, n: int = 1):
+        self.ticks += n
+        now = time.perf_counter()
+        if self.rate:
+            due = self.t0 + self.ticks / self.rate
+            lag = now - due
+            self.lags.append((self.ticks, max(lag, 0.0)))
+            if lag < 0:
+                time.sleep(-lag)
+                self.slept -= lag
+        if self.on_update is not None:
+            self.on_update(self)
+
+    def stop(self):
+        self.wall = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
+
+    def summary(self) -> dict:
+        wall = getattr(self, "wall", None) or (time.perf_counter() - self.t0)
+        lags = np.array([lg for _, lg in self.lags]) if self.lags else np.zeros(1)
+        half = len(lags) // 2
+        busy = max(wall - self.slept, 1e-9)
+        return {"ticks": self.ticks, "wall_seconds": wall, "ticks_per_second": self.ticks / wall,
+                "real_time_factor": self.ticks / wall / 100.0,
+                "capacity_factor": self.ticks / busy / 100.0,  # what the chip could do unpaced
+                "lag_ms_max": 1000 * float(lags.max()), "lag_ms_final": 1000 * float(lags[-1]),
+                "lag_ms_first_half_max": 1000 * float(lags[:max(half, 1)].max()),
+                "lag_ms_second_half_max": 1000 * float(lags[half:].max()) if half else 1000 * float(lags.max()),
+                "paced": bool(self.rate)}

@@ -1,0 +1,145 @@
+"""`s2emu stream`: keyword spotting on audio streamed in real time through the emulated chip.
+
+The host computes features as the audio arrives (host/stream.py); a Pacer holds the engine to the audio clock;
+a rich live view on stderr shows the clip, the word the chip heard with its class scores, spike rates per PE,
+packets per second, the real-time factor and the lag. Returns one JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .build import build
+from .engines import run_engine
+from .errors import S2EmuError
+from .host.datasets import feature_spec
+from .host.stream import Pacer, open_source, stream_plan
+
+AUDIO_TICKS_PER_SECOND = 100.0  # one 10 ms frame per tick
+
+
+class LiveView:
+    """Renders the stream's state at most 4 times a second (rich Live on stderr)."""
+
+    def __init__(self, console, classes, names, enabled=True):
+        self.console, self.classes, self.names, self.enabled = console, classes, names, enabled
+        self.objs = None
+        self.live = None
+        self.last = 0.0
+        self.prev = (0, 0, time.perf_counter())  # ticks, routed packets, time at the last render
+
+    def attach(self, host, pes, router):
+        self.objs = (host, pes, router)
+
+    def start(self):
+        if self.enabled:
+            from rich.live import Live
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def stop(self):
+        if self.live is not None:
+            self.live.stop()
+
+    def update(self, pacer: Pacer):
+        now = time.perf_counter()
+        if self.live is None or now - self.last < 0.25:
+            return
+        self.last = now
+        self.live.update(self._render(pacer, now))
+
+    def _render(self, pacer: Pacer, now):
+        from rich.table import Table
+
+        t = Table(title="s2emu stream", show_header=False, expand=False)
+        t.add_column(style="bold")
+        t.add_column()
+        ticks0, routed0, t0 = self.prev
+        rate = (pacer.ticks - ticks0) / max(now - t0, 1e-9)
+        lag = 1000 * pacer.lags[-1][1] if pacer.lags else 0.0
+        t.add_row("ticks", f"{pacer.ticks:,} / {pacer.total:,}   {rate:,.0f} ticks/s   real-time factor "
+                           f"{rate / AUDIO_TICKS_PER_SECOND:.2f}   lag {lag:.0f} ms")
+        if self.objs is not None:
+            host, pes, router = self.objs
+            sample = min(pacer.ticks // host.clock.ticks_per_sample, len(self.names) - 1)
+            t.add_row("clip", f"{sample + 1}/{len(self.names)}: {self.names[sample]}")
+            scores = host.clip_scores()
+            done = np.flatnonzero(~np.isnan(scores).any(axis=1))
+            if len(done):
+                k = done[-1]
+                sc = scores[k]
+                p = np.exp(sc - sc.max())
+                p /= p.sum()
+                top = np.argsort(-p)[:4]
+                truth = host.labels[k]
+                heard = self.classes[top[0]]
+                mark = "" if truth < 0 else ("  [green]correct[/]" if top[0] == truth else
+                                             f"  [red]was {self.classes[truth]}[/]")
+                t.add_row("heard", f"clip {k + 1}: [bold]{heard}[/]{mark}")
+                t.add_row("scores", "  ".join(f"{self.classes[c]} {p[c]:.2f}" for c in top))
+                known = host.labels[done] >= 0
+                if known.any():
+                    pred = np.nan_to_num(scores[done], nan=-np.inf).argmax(1)
+                    acc = float((pred[known] == host.labels[done][known]).mean())
+                    t.add_row("accuracy so far", f"{acc:.3f} over {int(known.sum())} clips")
+            routed = router.counters_dict()["routed"]
+            t.add_row("packets/s", f"{(routed - routed0) / max(now - t0, 1e-9):,.0f}")
+            rates = [pe.counters["spikes"] / max(pacer.ticks, 1) / max(getattr(pe, "n", 1), 1) * 100
+                     for pe in pes if hasattr(pe, "n")]
+            t.add_row("spike rate per PE (Hz)", " ".join(f"{r:.0f}" for r in rates))
+            self.prev = (pacer.ticks, routed, now)
+        else:
+            self.prev = (pacer.ticks, 0, now)
+        return t
+
+
+def stream(recipe, source, *, engine="local", address=None, weights=None, clips=None, learn=False,
+           pace=True, console=None, live=True) -> dict:
+    if recipe.data["kind"] != "speech_commands":
+        raise S2EmuError(f"stream needs a recipe with audio data (kind 'speech_commands'), not '{recipe.data['kind']}'")
+    spec = feature_spec(recipe.data)
+    src = open_source(source or recipe.data["path"], spec, words=recipe.data["words"], clips=clips, seed=recipe.seed)
+    plan = stream_plan(len(src.labels), learn)
+    b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
+    b.host_config.update(kind="stream", audio=src.audio, labels=src.labels, feature_spec=spec.to_dict())
+    classes = b.dataset.classes
+    view = LiveView(console, classes, src.names, enabled=live and console is not None)
+    # the audio clock: one clip (S = T + 2 ticks) per clip duration, i.e. 102 ticks per second of audio
+    clip_seconds = spec.clip_samples / spec.sample_rate
+    ticks_per_sample = b.plan.clock(spec.frames).ticks_per_sample
+    pacer = Pacer(ticks_per_sample / clip_seconds if pace else None, on_update=view.update)
+    pacer.start(b.n_ticks)
+    view.start()
+    try:
+        if engine == "local":
+            from .engines.local import run_local
+            raw = run_local(b, progress=pacer.advance, observer=view.attach)
+        else:
+            raw = run_engine(engine, b, progress=pacer.advance, address=address)
+    finally:
+        pacer.stop()
+        view.stop()
+    hr = raw.host_results
+    timing = pacer.summary()
+    per_pe = []
+    for c in b.pe_configs:
+        cnt = raw.pe_counters[c["pe_id"]]
+        n = c["hi"] - c["lo"]
+        per_pe.append({"pe": c["pe_id"], "population": c["population"],
+                       "spike_rate_hz": cnt.get("spikes", 0) / raw.ticks / max(n, 1) * 100 if n else None,
+                       "packets_out": cnt.get("packets_out", 0)})
+    return {
+        "recipe": recipe.name, "engine": engine, "source": str(source or recipe.data["path"]),
+        "clips": len(src.labels), "learn": learn, "pes": b.mapping.n_pes,
+        "accuracy": hr["accuracy"], "balanced_accuracy": hr["balanced_accuracy"], "chance": hr["chance"],
+        "n_labelled": hr["n_labelled"], "missing_outputs": hr["missing_outputs"],
+        **timing,
+        "required_real_time_factor": ticks_per_sample / clip_seconds / AUDIO_TICKS_PER_SECOND,
+        "packets_per_second": raw.router_counters["routed"] / timing["wall_seconds"],
+        "per_pe": per_pe,
+        "results": [{"clip": name, "label": (classes[y] if y >= 0 else None), "heard": classes[p]}
+                    for name, y, p in zip(src.names, hr["labels"], hr["predictions"])],
+        "phases": raw.phases,
+    }
