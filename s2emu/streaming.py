@@ -138,6 +138,7 @@ def stream(recipe, source, *, engine="local", address=None, weights=None, clips=
         **timing,
         "required_real_time_factor": ticks_per_sample / clip_seconds / AUDIO_TICKS_PER_SECOND,
         "packets_per_second": raw.router_counters["routed"] / timing["wall_seconds"],
+        "weight_updates": int(sum(c.get("updates", 0) for c in raw.pe_counters.values())),
         "per_pe": per_pe,
         "results": [{"clip": name, "label": (classes[y] if y >= 0 else None), "heard": classes[p]}
                     for name, y, p in zip(src.names, hr["labels"], hr["predictions"])],
