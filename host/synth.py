@@ -482,7 +482,7 @@ def pack(corpus_dir, archive, *, preset: int = 9) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m s2emu.host.synth", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="s2emu synth", description=__doc__.split("\n")[0])
     p.add_argument("out_dir", help="corpus folder to write (must be empty unless --force)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voices-train", default=None, help="comma-separated espeak-ng voices (default: 98 built in)")

@@ -376,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine", choices=["local", "ray"], default="local")
     sp.add_argument("--address", help="Ray cluster address for --engine ray")
     sp.add_argument("--quiet", action="store_true", help="no live view")
+    sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng (s2emu synth --help)", add_help=False)
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")
@@ -388,6 +389,10 @@ COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_st
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["synth"]:  # the corpus synthesizer has its own options (host/synth.py)
+        from .host.synth import main as synth_main
+        return synth_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command in ("run", "eval", "stream") and args.address and args.engine != "ray":
         err_console.print("error: --address needs --engine ray")
