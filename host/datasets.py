@@ -117,8 +117,9 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
     classes, channels, _ = _shape(d)
     what = "2 + len(data.words)" if kind == "speech_commands" else "data.classes"
     if channels != network.input.size:
-        raise RecipeError(f"the data has {channels} input channels per frame, but input population "
-                          f"'{network.input.name}' has size {network.input.size}")
+        what_c = "data.n_mels x (2 with data.deltas)" if kind == "speech_commands" else "data.channels"
+        raise RecipeError(f"'{what_c}' ({channels}) must equal the size of input population "
+                          f"'{network.input.name}' ({network.input.size})")
     if classes != network.readout.size:
         raise RecipeError(f"'{what}' ({classes}) must equal the size of readout population "
                           f"'{network.readout.name}' ({network.readout.size})")

@@ -124,8 +124,8 @@ def test_dropped_packets_fail_the_run_with_the_key_named():
 
     real_build = runner_mod.build_run
 
-    def broken_build(recipe):
-        b = real_build(recipe)
+    def broken_build(recipe, **kw):
+        b = real_build(recipe, **kw)
         host = b.mapping.host
         entries = [e for e in b.mapping.table.entries if e.route != 1 << (6 + host)]
         return dataclasses.replace(b, mapping=dataclasses.replace(b.mapping, table=MulticastTable(entries)))
