@@ -139,11 +139,15 @@ class Pacer:
 
     def start(self, total: int):
         self.total = total
-        self.t0 = time.perf_counter()
+        self.t0 = None  # the audio clock starts with the first ticks, not while actors start
 
     def advance(self, n: int = 1):
-        self.ticks += n
         now = time.perf_counter()
+        if self.t0 is None:
+            # engines report ticks after they ran (the ray engine in chunks): the first report starts the
+            # clock as if its n ticks had run exactly at the audio rate (or took no time, unpaced)
+            self.t0 = now - (n / self.rate if self.rate else 0.0)
+        self.ticks += n
         if self.rate:
             due = self.t0 + self.ticks / self.rate
             lag = now - due
@@ -158,7 +162,7 @@ class Pacer:
         self.wall = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
 
     def summary(self) -> dict:
-        wall = getattr(self, "wall", None) or (time.perf_counter() - self.t0)
+        wall = max(getattr(self, "wall", 0.0), 1e-9)
         lags = np.array([lg for _, lg in self.lags]) if self.lags else np.zeros(1)
         half = len(lags) // 2
         busy = max(wall - self.slept, 1e-9)
