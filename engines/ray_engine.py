@@ -24,7 +24,7 @@ def _actor_classes():
     import ray
 
     from s2emu.cores.pe import make_pe
-    from s2emu.host.host import Host
+    from s2emu.host.host import Host, make_host
     from s2emu.router.packets import decode, encode
     from s2emu.router.router import Router
 
@@ -33,7 +33,7 @@ def _actor_classes():
         """A PE or the host: any object with step(tick, inbound) -> outbound, behind msgpack bytes."""
 
         def __init__(self, kind, config):
-            self.obj = make_pe(config) if kind == "pe" else Host(config)
+            self.obj = make_pe(config) if kind == "pe" else make_host(config)
 
         def ready(self):
             return os.getpid()
