@@ -20,14 +20,18 @@ class RawRun:
 
 
 ENGINES = ("local", "ray")
+TRANSPORTS = ("channels", "calls")  # the ray engine's per-tick exchange; the local engine has none
 
 
-def run_engine(name: str, build, *, progress=None, address: str | None = None) -> RawRun:
+def run_engine(name: str, build, *, progress=None, address: str | None = None,
+               transport: str = "channels") -> RawRun:
+    """Run `build` on engine `name`. `transport` (ray only): "channels", direct channels between the
+    router actor and the endpoints (fast, default), or "calls", one Ray actor call per endpoint per tick."""
     if name == "local":
         from .local import run_local
         return run_local(build, progress=progress)
     if name == "ray":
         from .ray_engine import run_ray
-        return run_ray(build, progress=progress, address=address)
+        return run_ray(build, progress=progress, address=address, transport=transport)
     from s2emu.errors import S2EmuError
     raise S2EmuError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")

@@ -82,6 +82,7 @@ def test_readout_scores_match_golden():
 
 @pytest.mark.ray
 def test_ray_engine_is_bit_identical_to_local_and_learns(ray_local):
+    """On the default transport, direct channels (tests/test_channels.py also checks Ray calls)."""
     recipe = smoke(epochs=3, batch=8)
     ray_result = run(recipe, engine="ray")
     local_result = run(recipe, engine="local")

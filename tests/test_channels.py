@@ -1,0 +1,82 @@
+"""The ray engine's two transports (direct channels, the default, and one Ray call per endpoint per tick)
+give the local engine's bits, surface a PE's error, and end promptly when an actor's process is killed."""
+
+import dataclasses
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+from conftest import smoke, with_learning
+from s2emu.engines import run_engine
+
+from s2emu.build import build
+from s2emu.errors import PacketError, S2EmuError
+from s2emu.runner import assemble_spikes, assemble_weights, state_digest
+
+pytestmark = pytest.mark.ray
+
+
+def small(**overrides):
+    """The smoke recipe on a quarter of its data: a few hundred ticks, still learning and spiking."""
+    r = smoke(epochs=1, **overrides)
+    return dataclasses.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
+
+
+def outcome(b, engine, transport="channels"):
+    raw = run_engine(engine, b, transport=transport)
+    return state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)), raw.router_counters
+
+
+@pytest.mark.parametrize("pes, batch, variant", [
+    (1, 4, {}),  # 2 PEs (and the 4-PE split in test_equivalence.py)
+    (12, 8, {"signal": "online"}),  # 11 PEs; error packets every tick
+])
+def test_channels_calls_and_local_give_the_same_digest(ray_local, pes, batch, variant):
+    b = build(with_learning(small(pes=pes, batch=batch), **variant))
+    local = outcome(b, "local")
+    assert outcome(b, "ray", "channels") == local
+    assert outcome(b, "ray", "calls") == local
+
+
+def test_unknown_transport_is_refused():
+    with pytest.raises(S2EmuError, match="unknown ray transport 'pigeons'"):
+        run_engine("ray", build(small(batch=4)), transport="pigeons")
+
+
+def broken_build():
+    """PE 1 forgets the key of hidden neuron 0, so it raises PacketError when that neuron first spikes."""
+    b = build(small(pes=4, batch=4))
+    km = b.pe_configs[1]["keymap"]
+    keep = np.ones(len(km["keys"]), bool)
+    keep[np.flatnonzero(np.asarray(km["proj"]) == 1)[0]] = False
+    b.pe_configs[1]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
+    return b
+
+
+def test_a_pe_error_reaches_the_driver_as_on_the_local_engine(ray_local):
+    with pytest.raises(PacketError) as local:
+        run_engine("local", broken_build())
+    assert "received key" in str(local.value)
+    for transport in ("channels", "calls"):
+        with pytest.raises(PacketError) as remote:
+            run_engine("ray", broken_build(), transport=transport)
+        assert str(remote.value) == str(local.value), transport
+
+
+def test_killed_pe_process_ends_the_run_with_an_error(ray_local):
+    from s2emu.engines.ray_engine import run_ray
+
+    b = build(smoke(pes=4, epochs=1, batch=8))  # ~550 ticks: still running when the kill lands
+    pids, killed = {}, []
+
+    def progress(_ticks):
+        if not killed:  # the first chunk is done and the next is queued: kill PE 2 mid-run
+            os.kill(pids["pes"][2], signal.SIGKILL)
+            killed.append(time.monotonic())
+
+    with pytest.raises(S2EmuError, match="an actor of the emulation died"):
+        run_ray(b, transport="channels", progress=progress, on_ready=pids.update)
+    assert killed, "the run ended before the kill"
+    assert time.monotonic() - killed[0] < 30
