@@ -133,6 +133,7 @@ class Pacer:
         self.rate = ticks_per_second
         self.on_update = on_update
         self.t0 = None
+        self.last = None
         self.ticks = 0
         self.slept = 0.0
         self.lags: list[tuple[int, float]] = []
@@ -148,6 +149,7 @@ class Pacer:
             # clock as if its n ticks had run exactly at the audio rate (or took no time, unpaced)
             self.t0 = now - (n / self.rate if self.rate else 0.0)
         self.ticks += n
+        self.last = now
         if self.rate:
             due = self.t0 + self.ticks / self.rate
             lag = now - due
@@ -159,7 +161,8 @@ class Pacer:
             self.on_update(self)
 
     def stop(self):
-        self.wall = time.perf_counter() - self.t0 if self.t0 is not None else 0.0
+        # the run's ticks ended at the last report (later time is collecting results and stopping actors)
+        self.wall = self.last - self.t0 if self.t0 is not None else 0.0
 
     def summary(self) -> dict:
         wall = max(getattr(self, "wall", 0.0), 1e-9)

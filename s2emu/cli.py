@@ -233,9 +233,9 @@ def cmd_stream(args) -> dict:
         if out["accuracy"] is not None:
             t.add_row("accuracy", f"{out['accuracy']:.3f} over {out['n_labelled']} labelled clips "
                                   f"(balanced {out['balanced_accuracy']:.3f}, chance {out['chance']:.3f})")
+        cap = "" if out["capacity_factor"] is None else f"; unpaced capacity {out['capacity_factor']:.2f}"
         t.add_row("real-time factor", f"{out['real_time_factor']:.2f} (keeping up needs "
-                                      f"{out['required_real_time_factor']:.2f}; unpaced capacity "
-                                      f"{out['capacity_factor']:.2f})")
+                                      f"{out['required_real_time_factor']:.2f}{cap})")
         t.add_row("lag", f"max {out['lag_ms_max']:.0f} ms (first half {out['lag_ms_first_half_max']:.0f}, "
                          f"second half {out['lag_ms_second_half_max']:.0f}), final {out['lag_ms_final']:.0f} ms")
         t.add_row("packets/s", f"{out['packets_per_second']:,.0f}")

@@ -123,6 +123,8 @@ def stream(recipe, source, *, engine="local", address=None, weights=None, clips=
         view.stop()
     hr = raw.host_results
     timing = pacer.summary()
+    if engine != "local":  # the ray driver hears of ticks a chunk at a time while the router runs ahead:
+        timing["capacity_factor"] = None  # its sleeps overlap work, so busy time is unknown (use --no-pace)
     per_pe = []
     for c in b.pe_configs:
         cnt = raw.pe_counters[c["pe_id"]]
