@@ -81,6 +81,14 @@ def _model_weights(recipe, path):
     return load_model(path, recipe.network)
 
 
+def _trained_model(recipe, path):
+    """eval and stream need a model: --model, else the one the recipe names. (path, weights, meta)"""
+    path = path or recipe.model
+    if not path:
+        raise S2EmuError(f"recipe {recipe.name} names no trained model: pass --model PATH")
+    return (path, *_model_weights(recipe, path))
+
+
 def _save_outputs(recipe, result, out_dir, quiet) -> dict:
     """model.npz, results.json and the figures of a run in out_dir; returns their paths."""
     from pathlib import Path
@@ -178,10 +186,7 @@ def cmd_eval(args) -> dict:
     from .runner import run
 
     recipe = _load(args)
-    path = args.model or recipe.model
-    if not path:
-        raise S2EmuError(f"recipe {recipe.name} names no trained model: pass --model PATH")
-    weights, meta = _model_weights(recipe, path)
+    path, weights, meta = _trained_model(recipe, args.model)
     if args.split:
         if "test_split" not in recipe.data:
             raise S2EmuError(f"--split applies to corpus data sets, not to data kind '{recipe.data['kind']}'")
@@ -216,10 +221,7 @@ def cmd_stream(args) -> dict:
     from .streaming import stream
 
     recipe = _load(args)
-    path = args.model or recipe.model
-    if not path:
-        raise S2EmuError(f"recipe {recipe.name} names no trained model: pass --model PATH")
-    weights, _ = _model_weights(recipe, path)
+    path, weights, _ = _trained_model(recipe, args.model)
     if not args.quiet:
         err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
                           f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
