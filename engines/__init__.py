@@ -19,19 +19,30 @@ class RawRun:
     phases: dict = field(default_factory=dict)  # seconds spent per phase, where the engine can tell
 
 
+@dataclass
+class LiveStatus:
+    """What a live view reads while a run goes. On the ray engine the counters may be a chunk behind the
+    chip and the scores a little older (they come from the actors between chunks)."""
+    routed: int  # multicast packets routed so far
+    mc_sent: list[int]  # multicast packets without payload sent so far, per endpoint: spikes at batch 1
+    scores: object = None  # the stream host's scores per clip [clips, classes], NaN until a clip ends
+
+
 ENGINES = ("local", "ray")
 TRANSPORTS = ("channels", "calls")  # the ray engine's per-tick exchange; the local engine has none
 
 
 def run_engine(name: str, build, *, progress=None, address: str | None = None,
-               transport: str = "channels") -> RawRun:
+               transport: str = "channels", observer=None) -> RawRun:
     """Run `build` on engine `name`. `transport` (ray only): "channels", direct channels between the
-    router actor and the endpoints (fast, default), or "calls", one Ray actor call per endpoint per tick."""
+    router actor and the endpoints (fast, default), or "calls", one Ray actor call per endpoint per tick.
+    `observer(status)`, if given, is called once before the first tick with a function that returns the
+    run's LiveStatus at any time (for live views)."""
     if name == "local":
         from .local import run_local
-        return run_local(build, progress=progress)
+        return run_local(build, progress=progress, observer=observer)
     if name == "ray":
         from .ray_engine import run_ray
-        return run_ray(build, progress=progress, address=address, transport=transport)
+        return run_ray(build, progress=progress, address=address, transport=transport, observer=observer)
     from s2emu.errors import S2EmuError
     raise S2EmuError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")

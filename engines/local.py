@@ -8,7 +8,7 @@ from s2emu.cores.pe import make_pe
 from s2emu.host.host import make_host
 from s2emu.router.router import Router
 
-from . import RawRun
+from . import LiveStatus, RawRun
 
 
 def run_local(build, *, progress=None, observer=None) -> RawRun:
@@ -20,7 +20,8 @@ def run_local(build, *, progress=None, observer=None) -> RawRun:
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
     inbound = [None] * len(actors)
     if observer is not None:
-        observer(host=host, pes=pes, router=router)  # a live view reads the objects directly
+        scores = getattr(host, "clip_scores", lambda: None)
+        observer(lambda: LiveStatus(router.routed, router.mc_sent.tolist(), scores()))
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
     for tick in range(n_ticks):

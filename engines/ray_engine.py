@@ -31,7 +31,7 @@ from collections import deque
 
 from s2emu.errors import S2EmuError
 
-from . import TRANSPORTS, RawRun
+from . import TRANSPORTS, LiveStatus, RawRun
 
 CHUNK = 25  # ticks the router advances per driver call (progress granularity)
 CONNECT_TIMEOUT = 60.0  # seconds for the endpoints, already up, to connect their channels to the router
@@ -115,6 +115,12 @@ def _actor_classes():
                         return status
             finally:
                 conn.close()
+
+        def clip_scores(self):
+            """The stream host's scores so far (answered during serve: the host actor of a watched run
+            takes two calls at a time)."""
+            scores = getattr(self.obj, "clip_scores", None)
+            return None if scores is None else scores().copy()
 
         def finish(self):
             if isinstance(self.obj, Host):
@@ -251,7 +257,7 @@ def _actor_classes():
                 if self.failure is None:
                     self._fail(exc)
                 raise
-            return start + count
+            return self.router.routed, self.router.mc_sent.tolist()
 
         def _advance_calls(self, start, count):
             for tick in range(start, start + count):
@@ -314,17 +320,18 @@ def _unwrap(e: Exception) -> Exception:
 
 
 def run_ray(build, *, progress=None, address: str | None = None, transport: str = "channels",
-            on_ready=None) -> RawRun:
+            on_ready=None, observer=None) -> RawRun:
     """Run `build` with one actor per PE. `transport`: "channels" (direct channels, default) or "calls"
     (one Ray call per endpoint per tick). `on_ready(pids)`, if given, is called once every actor is up
-    with {"pes": [pid, ...], "host": pid, "router": pid} (tests use it to kill an actor)."""
+    with {"pes": [pid, ...], "host": pid, "router": pid} (tests use it to kill an actor). `observer`:
+    as in engines.run_engine."""
     import ray
 
     if transport not in TRANSPORTS:
         raise S2EmuError(f"unknown ray transport '{transport}' (known: {', '.join(TRANSPORTS)})")
     started = start_ray(address)
     try:
-        return _run(build, progress, transport, on_ready)
+        return _run(build, progress, transport, on_ready, observer)
     except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
         raise _unwrap(e) from None
     finally:
@@ -371,14 +378,33 @@ def _discard(refs) -> None:
                 pass
 
 
-def _run(build, progress, transport, on_ready) -> RawRun:
+class _Watch:
+    """The driver's view of a running emulation for an observer: router counters as of the last chunk,
+    and the host's scores, fetched without blocking the run (one request in flight at a time)."""
+
+    def __init__(self, host):
+        self.host, self.status, self.pending, self.asked = host, LiveStatus(0, [], None), None, 0.0
+
+    def update(self, router_counters):
+        import ray
+
+        self.status = LiveStatus(*router_counters, self.status.scores)
+        if self.pending is not None and ray.wait([self.pending], timeout=0)[0]:
+            self.status.scores = ray.get(self.pending)
+            self.pending = None
+        if self.pending is None and time.monotonic() - self.asked > 0.25:
+            self.pending, self.asked = self.host.clip_scores.remote(), time.monotonic()
+
+
+def _run(build, progress, transport, on_ready, observer) -> RawRun:
     import ray
 
     EndpointActor, RouterActor = _actor_classes()
     t0 = time.perf_counter()
     m = build.mapping
     pes = [EndpointActor.remote("pe", c) for c in build.pe_configs]
-    host = EndpointActor.remote("host", build.host_config)
+    host = EndpointActor.options(max_concurrency=2 if observer else 1).remote("host", build.host_config)
+    watch = _Watch(host) if observer is not None else None
     actors = [*pes, host]
     names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
     router = RouterActor.remote(m.table, actors, build.host_config["streams"], names)
@@ -396,6 +422,8 @@ def _run(build, progress, transport, on_ready) -> RawRun:
             _get(router.accept_channels.remote(), serving, CONNECT_TIMEOUT,
                  "connecting the endpoints' channels to the router")
         t_start = time.perf_counter() - t0
+        if watch is not None:
+            observer(lambda: watch.status)
         n_ticks = build.n_ticks
         t1 = time.perf_counter()
         tick = 0
@@ -405,8 +433,10 @@ def _run(build, progress, transport, on_ready) -> RawRun:
                 queued.append((router.advance.remote(tick, count), count))
                 tick += count
             if len(queued) == 2 or tick >= n_ticks:
-                _get(queued[0][0], serving)
+                counters = _get(queued[0][0], serving)
                 done = queued.popleft()[1]
+                if watch is not None:
+                    watch.update(counters)
                 if progress is not None:
                     progress(done)
         t_run = time.perf_counter() - t1
@@ -419,7 +449,7 @@ def _run(build, progress, transport, on_ready) -> RawRun:
     except BaseException:
         for a in (*actors, router):
             ray.kill(a)
-        _discard([r for r, _ in queued] + list(serving))
+        _discard([r for r, _ in queued] + list(serving) + ([watch.pending] if watch and watch.pending else []))
         raise
     for a in (*actors, router):
         ray.kill(a)

@@ -63,6 +63,7 @@ class Router:
         self.dropped_p2p = 0
         self.default_routed = 0  # unmatched packets from a link: none on a single chip
         self.delivered = np.zeros(self.n_endpoints, dtype=np.int64)
+        self.mc_sent = np.zeros(self.n_endpoints, dtype=np.int64)  # MC packets without payload each endpoint sent (spikes at batch 1)
         self.link_sent = np.zeros(N_LINKS, dtype=np.int64)
         self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
 
@@ -136,7 +137,9 @@ class Router:
         empty_pl = np.empty((0, b), np.float32)
         mc, mcp = cat("mc_keys", self._u32), cat("mcp_keys", self._u32)
         mcp_pl = cat("mcp_payload", empty_pl)
-        mc_pk, mc_bd = self._multicast(mc, srcs("mc_keys"))
+        mc_src = srcs("mc_keys")
+        self.mc_sent += np.bincount(mc_src[mc_src < self.n_endpoints], minlength=self.n_endpoints)
+        mc_pk, mc_bd = self._multicast(mc, mc_src)
         mcp_pk, mcp_bd = self._multicast(mcp, srcs("mcp_keys"))
         mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
 
@@ -174,6 +177,7 @@ class Router:
             "dropped": self.dropped, "dropped_mc": self.dropped_mc,
             "dropped_p2p": self.dropped_p2p, "default_routed": self.default_routed,
             "delivered": [int(x) for x in self.delivered],
+            "mc_sent": [int(x) for x in self.mc_sent],
             "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},
             "first_drops": [{"kind": k, "key" if k == "mc" else "dest":
                              f"0x{v:08x}" if k == "mc" else v, "src": s}

@@ -21,17 +21,21 @@ AUDIO_TICKS_PER_SECOND = 100.0  # one 10 ms frame per tick
 
 
 class LiveView:
-    """Renders the stream's state at most 4 times a second (rich Live on stderr)."""
+    """Renders the stream's state at most 4 times a second (rich Live on stderr), from the engine's
+    LiveStatus (engines/__init__.py), the same on every engine."""
 
-    def __init__(self, console, classes, names, enabled=True):
+    def __init__(self, console, classes, names, labels, pes, ticks_per_clip, enabled=True):
         self.console, self.classes, self.names, self.enabled = console, classes, names, enabled
-        self.objs = None
+        self.labels = np.asarray(labels)
+        self.pes = pes  # (endpoint, neurons) of the PEs whose neurons spike
+        self.ticks_per_clip = ticks_per_clip
+        self.status = None
         self.live = None
         self.last = 0.0
-        self.prev = (0, 0, time.perf_counter())  # ticks, routed packets, time at the last render
+        self.prev = None  # (ticks, LiveStatus, time) at the last render
 
-    def attach(self, host, pes, router):
-        self.objs = (host, pes, router)
+    def attach(self, status):
+        self.status = status
 
     def start(self):
         if self.enabled:
@@ -56,47 +60,48 @@ class LiveView:
         t = Table(title="s2emu stream", show_header=False, expand=False)
         t.add_column(style="bold")
         t.add_column()
-        ticks0, routed0, t0 = self.prev
-        rate = (pacer.ticks - ticks0) / max(now - t0, 1e-9)
+        st = self.status() if self.status is not None else None
+        ticks0, st0, t0 = self.prev or (0, None, now)
+        dt = max(now - t0, 1e-9)
         lag = 1000 * pacer.lags[-1][1] if pacer.lags else 0.0
-        t.add_row("ticks", f"{pacer.ticks:,} / {pacer.total:,}   {rate:,.0f} ticks/s   real-time factor "
-                           f"{rate / AUDIO_TICKS_PER_SECOND:.2f}   lag {lag:.0f} ms")
-        if self.objs is not None:
-            host, pes, router = self.objs
-            sample = min(pacer.ticks // host.clock.ticks_per_sample, len(self.names) - 1)
-            t.add_row("clip", f"{sample + 1}/{len(self.names)}: {self.names[sample]}")
-            scores = host.clip_scores()
-            done = np.flatnonzero(~np.isnan(scores).any(axis=1))
-            if len(done):
-                k = done[-1]
-                sc = scores[k]
-                p = np.exp(sc - sc.max())
-                p /= p.sum()
-                top = np.argsort(-p)[:4]
-                truth = host.labels[k]
-                heard = self.classes[top[0]]
-                mark = "" if truth < 0 else ("  [green]correct[/]" if top[0] == truth else
-                                             f"  [red]was {self.classes[truth]}[/]")
-                t.add_row("heard", f"clip {k + 1}: [bold]{heard}[/]{mark}")
-                t.add_row("scores", "  ".join(f"{self.classes[c]} {p[c]:.2f}" for c in top))
-                known = host.labels[done] >= 0
-                if known.any():
-                    pred = np.nan_to_num(scores[done], nan=-np.inf).argmax(1)
-                    acc = float((pred[known] == host.labels[done][known]).mean())
-                    t.add_row("accuracy so far", f"{acc:.3f} over {int(known.sum())} clips")
-            routed = router.counters_dict()["routed"]
-            t.add_row("packets/s", f"{(routed - routed0) / max(now - t0, 1e-9):,.0f}")
-            rates = [pe.counters["spikes"] / max(pacer.ticks, 1) / max(getattr(pe, "n", 1), 1) * 100
-                     for pe in pes if hasattr(pe, "n")]
+        t.add_row("ticks", f"{pacer.ticks:,} / {pacer.total:,}   {(pacer.ticks - ticks0) / dt:,.0f} ticks/s   "
+                           f"real-time factor {(pacer.ticks - ticks0) / dt / AUDIO_TICKS_PER_SECOND:.2f}   "
+                           f"lag {lag:.0f} ms")
+        clip = min(pacer.ticks // self.ticks_per_clip, len(self.names) - 1)
+        t.add_row("clip", f"{clip + 1}/{len(self.names)}: {self.names[clip]}")
+        if st is not None and st.scores is not None:
+            self._scores(t, np.asarray(st.scores))
+        if st is not None and st.mc_sent and st0 is not None and st0.mc_sent and pacer.ticks > ticks0:
+            ticks = pacer.ticks - ticks0  # the ray engine's counters trail by up to a chunk: rates are close
+            t.add_row("packets/s", f"{(st.routed - st0.routed) / dt:,.0f}")
+            rates = [(st.mc_sent[e] - st0.mc_sent[e]) / ticks / n * AUDIO_TICKS_PER_SECOND for e, n in self.pes]
             t.add_row("spike rate per PE (Hz)", " ".join(f"{r:.0f}" for r in rates))
-            self.prev = (pacer.ticks, routed, now)
-        else:
-            self.prev = (pacer.ticks, 0, now)
+        self.prev = (pacer.ticks, st, now)
         return t
 
+    def _scores(self, t, scores):
+        """The last finished clip: the word heard, its class scores, and the accuracy so far."""
+        done = np.flatnonzero(~np.isnan(scores).any(axis=1))
+        if not len(done):
+            return
+        k = done[-1]
+        p = np.exp(scores[k] - scores[k].max())
+        p /= p.sum()
+        top = np.argsort(-p)[:4]
+        truth = self.labels[k]
+        mark = "" if truth < 0 else ("  [green]correct[/]" if top[0] == truth else
+                                     f"  [red]was {self.classes[truth]}[/]")
+        t.add_row("heard", f"clip {k + 1}: [bold]{self.classes[top[0]]}[/]{mark}")
+        t.add_row("scores", "  ".join(f"{self.classes[c]} {p[c]:.2f}" for c in top))
+        known = self.labels[done] >= 0
+        if known.any():
+            pred = scores[done].argmax(1)
+            acc = float((pred[known] == self.labels[done][known]).mean())
+            t.add_row("accuracy so far", f"{acc:.3f} over {int(known.sum())} clips")
 
-def stream(recipe, source, *, engine="local", address=None, weights=None, clips=None, learn=False,
-           pace=True, console=None, live=True) -> dict:
+
+def stream(recipe, source, *, engine="local", address=None, transport="channels", weights=None, clips=None,
+           learn=False, pace=True, console=None, live=True) -> dict:
     if recipe.data["kind"] != "speech_commands":
         raise S2EmuError(f"stream needs a recipe with audio data (kind 'speech_commands'), not '{recipe.data['kind']}'")
     spec = feature_spec(recipe.data)
@@ -105,19 +110,18 @@ def stream(recipe, source, *, engine="local", address=None, weights=None, clips=
     b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
     b.host_config.update(kind="stream", audio=src.audio, labels=src.labels, feature_spec=spec.to_dict())
     classes = b.dataset.classes
-    view = LiveView(console, classes, src.names, enabled=live and console is not None)
     # the audio clock: one clip (S = T + 2 ticks) per clip duration, i.e. 102 ticks per second of audio
     clip_seconds = spec.clip_samples / spec.sample_rate
     ticks_per_sample = b.plan.clock(spec.frames).ticks_per_sample
+    spiking = [(e, c["hi"] - c["lo"]) for e, c in enumerate(b.pe_configs) if c["role"] == "neuron"]
+    view = LiveView(console, classes, src.names, src.labels, spiking, ticks_per_sample,
+                    enabled=live and console is not None)
     pacer = Pacer(ticks_per_sample / clip_seconds if pace else None, on_update=view.update)
     pacer.start(b.n_ticks)
     view.start()
     try:
-        if engine == "local":
-            from .engines.local import run_local
-            raw = run_local(b, progress=pacer.advance, observer=view.attach)
-        else:
-            raw = run_engine(engine, b, progress=pacer.advance, address=address)
+        raw = run_engine(engine, b, progress=pacer.advance, address=address, transport=transport,
+                         observer=view.attach if view.enabled else None)
     finally:
         pacer.stop()
         view.stop()

@@ -80,3 +80,19 @@ def test_killed_pe_process_ends_the_run_with_an_error(ray_local):
         run_ray(b, transport="channels", progress=progress, on_ready=pids.update)
     assert killed, "the run ended before the kill"
     assert time.monotonic() - killed[0] < 30
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_live_view_sees_the_counters_the_run_ends_with(ray_local, engine):
+    """The observer's status, read after the run, holds the final router counters, and each hidden PE's
+    multicast packets are the spikes it counted, at batch 1, where a spike is one packet (the stream view's
+    spike rates rest on this)."""
+    b = build(small(pes=4, batch=1))
+    seen = []
+    raw = run_engine(engine, b, observer=seen.append)
+    assert len(seen) == 1
+    status = seen[0]()
+    assert status.routed == raw.router_counters["routed"] > 0
+    assert status.mc_sent == raw.router_counters["mc_sent"]
+    hidden = [c["pe_id"] for c in b.pe_configs if c["role"] == "neuron"]
+    assert [status.mc_sent[pe] for pe in hidden] == [raw.pe_counters[pe]["spikes"] for pe in hidden]
