@@ -145,14 +145,18 @@ def clip_features(samples, spec: FeatureSpec = FeatureSpec(), *, name: str = "au
     return normalise(mel_power_batch(x[None], spec)[0], spec)
 
 
-def batch_features(clips: np.ndarray, spec: FeatureSpec = FeatureSpec(), *, chunk: int = 256) -> np.ndarray:
-    """[N, clip_samples] float32 -> [N, frames, channels], in chunks to bound memory."""
+def batch_features(clips: np.ndarray, spec: FeatureSpec = FeatureSpec(), *, chunk: int = 256,
+                   advance=None) -> np.ndarray:
+    """[N, clip_samples] float32 -> [N, frames, channels], in chunks to bound memory; advance(clips) after
+    each chunk, if given."""
     if clips.ndim != 2 or clips.shape[1] != spec.clip_samples:
         raise AudioError(f"expected clips of shape [N, {spec.clip_samples}], got {clips.shape}")
     mel = _MelPower(spec)
     out = np.empty((len(clips), spec.frames, spec.channels), np.float32)
     for lo in range(0, len(clips), chunk):
         out[lo:lo + chunk] = normalise(mel_power_batch(clips[lo:lo + chunk], spec, mel), spec)
+        if advance is not None:
+            advance(len(out[lo:lo + chunk]))
     return out
 
 

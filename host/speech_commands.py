@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from s2emu.errors import S2EmuError
+from s2emu.progress import ProgressBar
 
 from .audio import AudioError, fit_length, parse_wav
 from .features import FeatureSpec, batch_features
@@ -126,13 +128,17 @@ def _noise(corpus: Corpus, rate: int) -> list[np.ndarray]:
     return [parse_wav(corpus.read(f), name=f, rate=rate).samples for f in files]
 
 
-def load_split(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int) -> np.ndarray:
-    """[N, clip_samples] float32 audio of a split's clips, silence windows cut from the noise."""
+def load_split(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int,
+               advance=None) -> np.ndarray:
+    """[N, clip_samples] float32 audio of a split's clips, silence windows cut from the noise; advance(1)
+    after each clip, if given."""
     n = spec.clip_samples
     audio = np.zeros((len(clips.paths), n), np.float32)
     noise = None
     rng = np.random.default_rng([seed, 0x5113, SPLITS.index(split)])
     for i, p in enumerate(clips.paths):
+        if advance is not None:
+            advance(1)
         if p is not None:
             audio[i] = fit_length(parse_wav(corpus.read(p), name=p, rate=spec.sample_rate).samples, n)
             continue
@@ -155,8 +161,9 @@ def cache_dir() -> Path:
 
 
 def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, splits=("train", "test"),
-                  progress=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{split: (features [N, frames, channels] float32, labels [N])}, cached on disk by corpus fingerprint."""
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (features [N, frames, channels] float32, labels [N])}, cached on disk by corpus fingerprint.
+    Work not in the cache shows a progress bar when stderr is a terminal (the full corpus takes minutes)."""
     corpus = Corpus(path)
     key = hashlib.sha256(repr((corpus.fingerprint(), spec.to_dict(), tuple(words), seed, 1)).encode()).hexdigest()[:20]
     index = index_splits(corpus, words)
@@ -177,7 +184,13 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
         if not len(clips.labels):
             raise S2EmuError(f"{corpus.path}: the {split} split is empty (check validation_list.txt and "
                              f"testing_list.txt, or evaluate every clip with test_split = 'all' / --split all)")
-        x = batch_features(load_split(corpus, clips, split, spec, seed=seed), spec)
+        bar = ProgressBar(f"{split} features", unit="(read + featurize)", enabled=sys.stderr.isatty())
+        bar.start(2 * len(clips.labels))
+        try:
+            x = batch_features(load_split(corpus, clips, split, spec, seed=seed, advance=bar.advance), spec,
+                               advance=bar.advance)
+        finally:
+            bar.stop()
         out[split] = (x, clips.labels)
         try:
             f.parent.mkdir(parents=True, exist_ok=True)

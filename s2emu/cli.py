@@ -14,38 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
+from .engines import ENGINES, TRANSPORTS
 from .errors import S2EmuError
+from .progress import ProgressBar, err_console
 
-err_console = Console(stderr=True)
 out_console = Console()
-
-
-class TickProgress:
-    """A rich progress bar over ticks, on stderr; silent when stderr is not a terminal and quiet is asked."""
-
-    def __init__(self, label: str, enabled: bool = True):
-        self.label, self.enabled, self.bar, self.task = label, enabled, None, None
-
-    def start(self, total: int):
-        if not self.enabled:
-            return
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("ticks"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=err_console, transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task(self.label, total=total)
-
-    def advance(self, n: int = 1):
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-    def stop(self):
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def save_recordings(path: str, arrays: dict) -> None:
@@ -121,7 +97,7 @@ def cmd_info(args) -> dict:
 
     info = {"s2emu": __version__, "python": sys.version.split()[0], "numpy": numpy.__version__,
             "ray": ray.__version__, "machines": {k: m.to_dict() for k, m in PRESETS.items()},
-            "recipes": builtin_recipes(), "engines": ["local", "ray"]}
+            "recipes": builtin_recipes(), "engines": list(ENGINES)}
     if not args.json:
         out_console.print(f"[bold]s2emu {__version__}[/] - SpiNNaker 2 emulator (python {info['python']}, "
                           f"numpy {info['numpy']}, ray {info['ray']})")
@@ -139,11 +115,12 @@ def cmd_run(args) -> dict:
 
     recipe = _load(args)
     weights, _ = _model_weights(recipe, args.model)
-    progress = TickProgress(f"{recipe.name} on {args.engine}", enabled=not args.quiet)
+    progress = ProgressBar(f"{recipe.name} on {args.engine}", enabled=not args.quiet)
     if not args.quiet:
         err_console.print(f"[bold]{recipe.name}[/]: {recipe.description}")
     try:
-        result = run(recipe, engine=args.engine, address=args.address, progress=progress,
+        result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
+                     progress=progress,
                      allow_drops=args.allow_drops, weights=weights)
     finally:
         progress.stop()
@@ -174,11 +151,6 @@ def cmd_run(args) -> dict:
     return result
 
 
-def _per_pe_memory(b) -> list[dict]:
-    return [{"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
-             "budget": m["budget"], "items": m["items"]} for v, m in zip(b.mapping.vertices, b.memory)]
-
-
 def cmd_eval(args) -> dict:
     """Evaluate a trained model (default: the recipe's shipped one) on a corpus split; no learning."""
     import dataclasses
@@ -192,9 +164,10 @@ def cmd_eval(args) -> dict:
             raise S2EmuError(f"--split applies to corpus data sets, not to data kind '{recipe.data['kind']}'")
         recipe = dataclasses.replace(recipe, data={**recipe.data, "test_split": args.split})
     recipe = recipe.with_overrides(epochs=0, batch=args.batch)
-    progress = TickProgress(f"eval {recipe.name}", enabled=not args.quiet)
+    progress = ProgressBar(f"eval {recipe.name}", enabled=not args.quiet)
     try:
-        result = run(recipe, engine=args.engine, address=args.address, progress=progress, weights=weights)
+        result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
+                     progress=progress, weights=weights)
     finally:
         progress.stop()
     out = {k: result[k] for k in ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss",
@@ -225,7 +198,8 @@ def cmd_stream(args) -> dict:
     if not args.quiet:
         err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
                           f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
-    out = stream(recipe, args.source, engine=args.engine, address=args.address, weights=weights, clips=args.clips,
+    out = stream(recipe, args.source, engine=args.engine, address=args.address, transport=args.transport,
+                 weights=weights, clips=args.clips,
                  learn=args.learn, pace=not args.no_pace, console=err_console, live=not args.quiet)
     out["model"] = str(path)
     if not args.json:
@@ -251,10 +225,11 @@ def cmd_memory(args) -> dict:
 
     from .bptt_memory import bptt_memory
     from .build import build
+    from .runner import memory_summary
 
     recipe = _load(args)
     b = build(recipe, streams=1, load_data=False)
-    per_pe = _per_pe_memory(b)
+    per_pe = memory_summary(b, items=True)["per_pe"]
     result = {"recipe": recipe.name, "machine": recipe.machine.name, "pe_budget": recipe.machine.pe_budget,
               "layout": recipe.learning.eligibility_layout, "total_bytes": b.total_bytes, "per_pe": per_pe,
               "weights": recipe.network.n_weights}
@@ -264,7 +239,7 @@ def cmd_memory(args) -> dict:
             r = dataclasses.replace(recipe, learning=dataclasses.replace(recipe.learning, eligibility_layout=layout))
             bl = b if layout == recipe.learning.eligibility_layout else build(r, streams=1, load_data=False)
             layouts[layout] = {"total_bytes": bl.total_bytes,
-                               "per_pe": [{k: p[k] for k in ("pe", "bytes")} for p in _per_pe_memory(bl)]}
+                               "per_pe": [{k: p[k] for k in ("pe", "bytes")} for p in memory_summary(bl)["per_pe"]]}
         result["layouts"] = layouts
         result["saving_bytes"] = layouts["per_synapse"]["total_bytes"] - layouts["per_source"]["total_bytes"]
         result["bptt"] = bptt_memory(b.mapping, b.dataset.steps)
@@ -334,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"s2emu {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def engine_options(sp):
+        sp.add_argument("--engine", choices=list(ENGINES), default="local")
+        sp.add_argument("--address", help="Ray cluster address for --engine ray (default: start a local one)")
+        sp.add_argument("--transport", choices=list(TRANSPORTS), default="channels",
+                        help="the ray engine's per-tick exchange: direct channels (default) or Ray calls")
+
     def common(sp, overrides=True):
         sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe (e.g. smoke)")
         sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -345,8 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp = sub.add_parser("run", help="run a recipe on the emulated chip")
     common(sp)
-    sp.add_argument("--engine", choices=["local", "ray"], default="local")
-    sp.add_argument("--address", help="Ray cluster address for --engine ray (default: start a local one)")
+    engine_options(sp)
     sp.add_argument("--epochs", type=int, help="override the recipe's epochs")
     sp.add_argument("--batch", type=int, help="override the recipe's batch (streams)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -364,8 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["test", "validation", "train", "all"],
                     help="which clips to evaluate (default: the recipe's test_split, 'test')")
     sp.add_argument("--batch", type=int, default=64, help="streams evaluated side by side (default 64)")
-    sp.add_argument("--engine", choices=["local", "ray"], default="local")
-    sp.add_argument("--address", help="Ray cluster address for --engine ray")
+    engine_options(sp)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = sub.add_parser("stream", help="stream audio through the chip in real time, with a live view")
     common(sp)
@@ -375,8 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
     sp.add_argument("--learn", action="store_true", help="learn online (batch 1) while streaming")
     sp.add_argument("--no-pace", action="store_true", help="run as fast as possible instead of at the audio rate")
-    sp.add_argument("--engine", choices=["local", "ray"], default="local")
-    sp.add_argument("--address", help="Ray cluster address for --engine ray")
+    engine_options(sp)
     sp.add_argument("--quiet", action="store_true", help="no live view")
     sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng (s2emu synth --help)", add_help=False)
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
@@ -396,9 +374,11 @@ def main(argv=None) -> int:
         from .host.synth import main as synth_main
         return synth_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "eval", "stream") and args.address and args.engine != "ray":
-        err_console.print("error: --address needs --engine ray")
-        return 2
+    if args.command in ("run", "eval", "stream") and args.engine != "ray":
+        for flag, given in (("--address", args.address), ("--transport", args.transport != "channels")):
+            if given:
+                err_console.print(f"error: {flag} needs --engine ray")
+                return 2
     try:
         result = COMMANDS[args.command](args)
     except S2EmuError as e:

@@ -57,21 +57,24 @@ def state_digest(weights: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) 
     return h.hexdigest()
 
 
-def memory_summary(b: Build) -> dict:
+def memory_summary(b: Build, items: bool = False) -> dict:
+    """total_bytes and per_pe SRAM of a build; items=True adds each PE's ledger entries."""
     per_pe = [{"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
-               "budget": m["budget"]} for v, m in zip(b.mapping.vertices, b.memory)]
+               "budget": m["budget"], **({"items": m["items"]} if items else {})}
+              for v, m in zip(b.mapping.vertices, b.memory)]
     return {"total_bytes": b.total_bytes, "per_pe": per_pe}
 
 
-def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, progress=None,
-        allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None) -> dict:
+def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
+        progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
     weights: start from a trained model instead of the seeded initial weights."""
     b = build_run(recipe, weights=weights)
     if progress is not None:
         progress.start(b.n_ticks)
-    raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address)
+    raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address,
+                     transport=transport)
     if raw.drop_report and not allow_drops:
         raise RoutingError(raw.drop_report)
     if raw.host_results["missing_outputs"]:

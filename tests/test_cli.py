@@ -73,6 +73,7 @@ def test_map_report():
 @pytest.mark.parametrize("args, words", [
     (["run", "nope.toml"], ["no recipe file"]),
     (["run", "smoke", "--pes", "0"], ["--pes must be >= 1"]),
+    (["run", "smoke", "--transport", "calls"], ["--transport needs --engine ray"]),
     (["memory", "smoke", "--pes", "1"], []),  # fits: not an error
 ])
 def test_errors_are_one_line(args, words):
@@ -98,7 +99,9 @@ def test_bad_recipe_key_via_cli(tmp_path):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_run_on_ray_engine_via_cli():
-    p = s2emu("run", "smoke", "--engine", "ray", "--epochs", "1", "--batch", "8", "--json", "--quiet", timeout=600)
+    """On the Ray-calls transport (the default, channels, is compared with local in test_equivalence.py)."""
+    p = s2emu("run", "smoke", "--engine", "ray", "--transport", "calls", "--epochs", "1", "--batch", "8", "--json",
+              "--quiet", timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads(p.stdout)
     local = json.loads(s2emu("run", "smoke", "--epochs", "1", "--batch", "8", "--json", "--quiet").stdout)
