@@ -449,4 +449,7 @@ class ReadoutPE(ProcessingElement):
 
 
 def make_pe(config: dict) -> ProcessingElement:
+    if config["role"] == "layered":
+        from .mlp import LayeredPE
+        return LayeredPE(config)
     return {"neuron": NeuronPE, "readout": ReadoutPE}[config["role"]](config)

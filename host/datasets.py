@@ -5,6 +5,9 @@ analog input currents, each channel switched on for a class-specific window of t
 its class template shifted in time by a random jitter, scaled by a random gain, plus Gaussian noise.
 Solving it needs memory of *when* channels were active, so a recurrent spiking network is tested.
 
+`mnist`: handwritten digits (SCIENCE.md seed B), the standard IDX files or the bundled 10,000-digit subset
+(host/mnist.py), pixels / 255 as one frame of 784 analog inputs per sample.
+
 `speech_commands`: the 12-class keyword-spotting task of SCIENCE.md seed A on a corpus in Google Speech
 Commands layout (host/speech_commands.py), as log-mel features (host/features.py).
 """
@@ -81,7 +84,16 @@ SPEECH_COMMANDS_SCHEMA = {
     "encoding": (str, "analog", _one_of("analog")),
 }
 
-SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA}
+MNIST_SCHEMA = {
+    "kind": (str, "mnist", None),
+    "path": (str, "", None),  # folder of the four IDX files, or a bundle .npz; "" = the bundled subset
+    "max_train": (int, 0, _non_negative),  # 0 = all; otherwise a seeded random subset (quick runs, tests)
+    "max_test": (int, 0, _non_negative),
+    "seed": (int, None, _non_negative),  # subsets; default: the recipe seed
+    "encoding": (str, "analog", _one_of("analog")),
+}
+
+SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA, "mnist": MNIST_SCHEMA}
 
 
 def feature_spec(d: dict) -> FeatureSpec:
@@ -94,6 +106,8 @@ def _shape(d: dict) -> tuple[int, int, int]:
     if d["kind"] == "speech_commands":
         spec = feature_spec(d)
         return len(d["words"]) + 2, spec.channels, spec.frames
+    if d["kind"] == "mnist":
+        return 10, 28 * 28, 1
     return d["classes"], d["channels"], d["steps"]
 
 
@@ -112,12 +126,15 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
                               f"got {d['fmin']}, {d['fmax']}")
         if d["hop"] > d["n_fft"]:
             raise RecipeError(f"'data.hop' ({d['hop']}) must not exceed 'data.n_fft' ({d['n_fft']})")
-        if base_dir is not None and not Path(d["path"]).is_absolute():
-            d["path"] = str(Path(base_dir) / d["path"])
+    if kind in ("speech_commands", "mnist") and d["path"] and base_dir is not None \
+            and not Path(d["path"]).is_absolute():
+        d["path"] = str(Path(base_dir) / d["path"])
     classes, channels, _ = _shape(d)
-    what = "2 + len(data.words)" if kind == "speech_commands" else "data.classes"
+    what = {"speech_commands": "2 + len(data.words)", "mnist": "the 10 digits of data kind 'mnist'"}.get(
+        kind, "data.classes")
     if channels != network.input.size:
-        what_c = "data.n_mels x (2 with data.deltas)" if kind == "speech_commands" else "data.channels"
+        what_c = {"speech_commands": "data.n_mels x (2 with data.deltas)",
+                  "mnist": "the 28 x 28 pixels of data kind 'mnist'"}.get(kind, "data.channels")
         raise RecipeError(f"'{what_c}' ({channels}) must equal the size of input population "
                           f"'{network.input.name}' ({network.input.size})")
     if classes != network.readout.size:
@@ -179,12 +196,25 @@ def load_speech_commands(d: dict, seed: int, *, need_train: bool = True) -> Data
     return Dataset(x_tr, y_tr, x_te, y_te, class_names(tuple(d["words"])))
 
 
+def load_mnist_dataset(d: dict, seed: int) -> Dataset:
+    from .mnist import load_mnist
+
+    x_tr, y_tr, x_te, y_te = load_mnist(d["path"] or None, flat=True)
+    rng = np.random.default_rng([d["seed"] if d["seed"] is not None else seed, 0x3D])
+    x_tr, y_tr = _subset(x_tr, y_tr, d["max_train"], rng)
+    x_te, y_te = _subset(x_te, y_te, d["max_test"], rng)
+    frames = [(x.astype(np.float32) / np.float32(255))[:, None, :] for x in (x_tr, x_te)]  # one frame each
+    return Dataset(frames[0], y_tr.astype(np.int64), frames[1], y_te.astype(np.int64),
+                   tuple(str(k) for k in range(10)))
+
+
 def placeholder_dataset(d: dict) -> Dataset:
     """One all-zero sample per split, of the data's shape: what mapping and memory planning need, without
     reading or generating the data."""
     classes, channels, steps = _shape(d)
     x, y = np.zeros((1, steps, channels), np.float32), np.zeros(1, np.int64)
-    names = class_names(tuple(d["words"])) if d["kind"] == "speech_commands" else tuple(f"class{k}" for k in range(classes))
+    names = (class_names(tuple(d["words"])) if d["kind"] == "speech_commands" else
+             tuple(str(k) for k in range(10)) if d["kind"] == "mnist" else tuple(f"class{k}" for k in range(classes)))
     return Dataset(x, y, x, y, names)
 
 
@@ -192,4 +222,6 @@ def load_dataset(d: dict, seed: int, *, need_train: bool = True) -> Dataset:
     """need_train=False: only the test data (evaluation); generated data sets make both anyway."""
     if d["kind"] == "speech_commands":
         return load_speech_commands(d, seed, need_train=need_train)
+    if d["kind"] == "mnist":
+        return load_mnist_dataset(d, seed)
     return make_patterns(d, seed)

@@ -19,16 +19,26 @@ from .table import Entry, MulticastTable, build_table, route_for
 
 @dataclass(frozen=True)
 class Vertex:
-    """One PE's share of the network: a slice [lo, hi) of one population."""
+    """One PE's share of the network: a slice [lo, hi) of one population, or, in a layered network, a slice
+    (population, lo, hi) of each of several layers (`layers`; population then names them all)."""
     pe: int
     population: str
     slice_index: int
     lo: int
     hi: int
+    layers: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def n(self) -> int:
-        return self.hi - self.lo
+        return sum(hi - lo for _, lo, hi in self.layers) if self.layers else self.hi - self.lo
+
+    def describe(self) -> str:
+        """'hidden[0:10]', or 'h1[0:300] h2[0:100] out[0:10]' for a layered PE."""
+        parts = self.layers or ((self.population, self.lo, self.hi),)
+        return " ".join(f"{name}[{lo}:{hi}]" for name, lo, hi in parts)
+
+    def holds(self, population: str) -> bool:
+        return self.population == population or any(name == population for name, _, _ in self.layers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +63,7 @@ class Mapping:
         return self.n_pes + 1
 
     def vertices_of(self, population: str) -> list[Vertex]:
-        return [v for v in self.vertices if v.population == population]
+        return [v for v in self.vertices if v.holds(population)]
 
     def readout_pe(self) -> int:
         return self.vertices_of(self.network.readout.name)[0].pe
@@ -77,7 +87,11 @@ def partition_name(population: str, what: str) -> str:
 
 
 def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
-    """Slices in population order onto consecutive PEs of chip 0."""
+    """Slices in population order onto consecutive PEs of chip 0. A layered network goes whole onto one PE
+    (SCIENCE.md seed B: LeNet-300-100 in one core)."""
+    if network.layered:
+        layers = tuple((p.name, 0, p.size) for p in network.populations if p.is_layer)
+        return (Vertex(0, "+".join(name for name, _, _ in layers), 0, 0, 0, layers),)
     vertices = []
     for pop in network.populations:
         if pop.model == "input":
@@ -99,7 +113,7 @@ def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
         if pop.is_neuron:
             parts.append((partition_name(pop.name, "spikes"), [v.n for v in vs]))
             parts.append((partition_name(pop.name, "errors"), [v.n for v in vs]))
-        elif pop.model == "readout":
+        elif pop.model in ("readout", "softmax"):
             parts.append((partition_name(pop.name, "values"), [pop.size]))
     return parts
 
@@ -110,12 +124,15 @@ def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list
         by_pop.setdefault(v.population, []).append(v)
     entries = []
     for pop in network.populations:
+        if network.layered and pop.model == "relu":
+            continue  # inside the PE
         # where this population's packets must go: every PE of every population it projects to
-        targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name for v in by_pop[pr.post]})
+        targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name
+                          for v in vertices if v.holds(pr.post)})
         if pop.model == "input":
             k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
             entries.append(Entry(k, m, route_for(endpoints=targets)))
-        elif pop.model == "readout":
+        elif pop.model in ("readout", "softmax"):
             k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
             entries.append(Entry(k, m, route_for(endpoints=[host])))
         else:
@@ -140,9 +157,12 @@ def placement_report(mapping: Mapping, memory: dict[int, int] | None = None) -> 
     """Rows for a table: PE, population slice, neurons, key range, SRAM."""
     rows = []
     for v in mapping.vertices:
-        part = partition_name(v.population, "spikes" if mapping.network[v.population].is_neuron else "values")
+        if v.layers:  # a layered PE sends the output layer's values
+            part = partition_name(mapping.network.readout.name, "values")
+        else:
+            part = partition_name(v.population, "spikes" if mapping.network[v.population].is_neuron else "values")
         k, m = mapping.keys.slice_key_mask(part, v.slice_index)
-        row = [str(v.pe), f"{v.population}[{v.lo}:{v.hi}]", str(v.n), f"0x{k:08x}/0x{m:08x}"]
+        row = [str(v.pe), v.describe(), str(v.n), f"0x{k:08x}/0x{m:08x}"]
         if memory is not None:
             row.append(f"{memory[v.pe]:,}")
         rows.append(row)

@@ -16,6 +16,7 @@ from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
 from .host.host import Plan, make_plan
 from .network import initial_weights, random_feedback
+from .errors import RecipeError
 from .recipe import Recipe
 from .router.mapper import Mapping, map_network, partition_name
 
@@ -59,10 +60,51 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     mapping = map_network(net, recipe.machine)
     dataset = load_dataset(recipe.data, recipe.seed, need_train=recipe.schedule.epochs > 0) if load_data else placeholder_dataset(recipe.data)
     B = streams or recipe.schedule.batch
+    if lc.rule == "deepr" and B > 1 and recipe.schedule.epochs > 0:
+        raise RecipeError(f"batch {B}: DEEP R trains one sample at a time (batch 1, as on the chip); larger "
+                          f"batches are for evaluation only (--epochs 0, or s2emu eval)")
     if plan is None:
         plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                          seed=recipe.seed)
     clock = plan.clock(dataset.steps).to_dict()
+    if net.layered:
+        configs = [_layered_config(recipe, mapping, v, B, clock, weights) for v in mapping.vertices]
+    else:
+        configs = _spiking_configs(recipe, mapping, B, clock, weights)
+    memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
+    readout = net.readout
+    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps,
+                   "plan": {"split": plan.split, "epoch": plan.epoch, "idx": plan.idx},
+                   "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
+                   "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
+                   "value_keys": mapping.keys.keys(partition_name(readout.name, "values"), 0),
+                   "readout_pe": mapping.readout_pe(), "input_encoding": net.input.encoding}
+    return Build(recipe, mapping, dataset, plan, configs, host_config, memory)
+
+
+def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, weights) -> dict:
+    """A PE holding slices of every layer of a layered network (the whole network on one PE for now)."""
+    net = recipe.network
+    layers = []
+    for pr, (name, lo, hi) in zip(net.projections, v.layers):
+        layers.append({"name": pr.name, "pre": pr.pre, "post": pr.post, "n_pre": net[pr.pre].size,
+                       "n_post": net[pr.post].size, "lo": lo, "hi": hi, "connectivity": pr.connectivity,
+                       "init_scale": pr.init_scale,
+                       "weights": None if weights is None else np.ascontiguousarray(weights[pr.name][:, lo:hi])})
+    first = net.projections[0]
+    n_in = net[first.pre].size
+    keymap = {"keys": _source_keys(mapping, first.pre), "kind": np.full(n_in, KIND_SYNAPSE, np.int8),
+              "proj": np.zeros(n_in, np.int32), "row": np.arange(n_in, dtype=np.int32)}
+    return {"pe_id": v.pe, "label": f"PE {v.pe} ({v.population})", "population": v.population, "lo": v.lo,
+            "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(recipe.learning),
+            "budget": recipe.machine.pe_budget, "role": "layered", "seed": recipe.seed, "layers": layers,
+            "incoming": [{"name": first.name, "pre": first.pre, "n_pre": n_in}], "keymap": keymap,
+            "out_keys": mapping.keys.keys(partition_name(net.readout.name, "values"), 0),
+            "record": {"spikes": False, "voltage": False}}
+
+
+def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights) -> list[dict]:
+    net, lc = recipe.network, recipe.learning
     weights = weights if weights is not None else initial_weights(net, recipe.seed)
     feedback = random_feedback(net, recipe.seed) if lc.feedback == "random" else {}
     readout = net.readout
@@ -106,11 +148,4 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
                          "proj": np.concatenate(km["proj"])[order].astype(np.int32),
                          "row": np.concatenate(km["row"])[order].astype(np.int32)}
         configs.append(cfg)
-    memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
-    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps,
-                   "plan": {"split": plan.split, "epoch": plan.epoch, "idx": plan.idx},
-                   "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
-                   "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
-                   "value_keys": mapping.keys.keys(partition_name(readout.name, "values"), 0),
-                   "readout_pe": mapping.readout_pe(), "input_encoding": net.input.encoding}
-    return Build(recipe, mapping, dataset, plan, configs, host_config, memory)
+    return configs

@@ -46,7 +46,7 @@ def _load(args):
     recipe = load_recipe(args.recipe)
     return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
                                  epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
-                                 data=getattr(args, "data", None))
+                                 data=getattr(args, "data", None), machine=getattr(args, "machine", None))
 
 
 def _model_weights(recipe, path):
@@ -243,17 +243,30 @@ def cmd_memory(args) -> dict:
         result["layouts"] = layouts
         result["saving_bytes"] = layouts["per_synapse"]["total_bytes"] - layouts["per_source"]["total_bytes"]
         result["bptt"] = bptt_memory(b.mapping, b.dataset.steps)
+    if recipe.learning.rule == "deepr":
+        stored = sum(i["bytes"] for p in per_pe for i in p["items"]
+                     if i["name"].rsplit(".", 1)[-1] in ("rows", "cols", "theta", "signs"))
+        result["deepr"] = {"active_connections": recipe.network.n_active_weights,
+                           "connectivity": recipe.network.n_active_weights / recipe.network.n_weights,
+                           "weight_bytes": stored}
     if not args.json:
         t = Table(title=f"SRAM per PE: {recipe.name} on {recipe.machine.name} "
-                        f"(budget {recipe.machine.pe_budget:,} B per PE, batch 1, layout {result['layout']})")
+                        f"(budget {recipe.machine.pe_budget:,} B per PE, batch 1"
+                        + (f", layout {result['layout']})" if recipe.learning.rule == "eprop" else ")"))
         for col in ("PE", "slice", "bytes", "% of budget", "largest arrays"):
             t.add_column(col, justify="right" if col in ("bytes", "% of budget") else "left")
         for p in per_pe:
             top = sorted(p["items"], key=lambda i: -i["bytes"])[:3]
-            t.add_row(str(p["pe"]), f"{p['population']}[{p['lo']}:{p['hi']}]", f"{p['bytes']:,}",
+            t.add_row(str(p["pe"]), p["slice"], f"{p['bytes']:,}",
                       f"{100 * p['bytes'] / p['budget']:.1f}", ", ".join(f"{i['name']} {i['bytes']:,}" for i in top))
         t.add_row("total", "", f"{b.total_bytes:,}", "", f"{b.total_bytes / 1024:.2f} KiB over {len(per_pe)} PEs")
         out_console.print(t)
+        if "deepr" in result:
+            dr = result["deepr"]
+            out_console.print(f"DEEP R: {dr['active_connections']:,} of {recipe.network.n_weights:,} connections "
+                              f"active ({100 * dr['connectivity']:.2f}%); their storage (uint16 row, uint16 column, "
+                              f"float32 theta, 1 sign bit) takes {dr['weight_bytes']:,} B "
+                              f"({dr['weight_bytes'] / 1000:.1f} KB)")
         if "layouts" in result:
             c = Table(title=f"training memory of {recipe.name}: e-prop layouts and BPTT "
                             f"(T = {result['bptt']['steps']} steps per sample)")
@@ -321,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         if overrides:
             sp.add_argument("--pes", type=int, help="split every spiking population over N PEs")
             sp.add_argument("--seed", type=int, help="override the recipe seed")
+            sp.add_argument("--machine", metavar="PRESET", help="run on another machine preset (e.g. "
+                            "prototype-64k, spinnaker2; see s2emu info)")
 
     sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
     sp.add_argument("--json", action="store_true")

@@ -6,6 +6,11 @@ Models:
            with encoding = "spikes", one MC packet without payload per spike
   lif/alif spiking neurons of ../shared/SCIENCE.md (lif is alif with beta = 0 and no adaptation state)
   readout  leaky readout y(t) = kappa y(t-1) + sum_j W_jk z_j; softmax cross-entropy of mean y
+  relu     a non-spiking layer a = max(0, W^T x) of a feed-forward ("layered") network, no bias
+  softmax  the output layer of a layered network: softmax of W^T x, cross-entropy loss
+
+A layered network (SCIENCE.md seed B, LeNet-300-100) is a chain input -> relu ... -> softmax, one projection
+into each layer; its projections may be sparse (`connectivity` < 1, trained with DEEP R, cores/deepr.py).
 
 Initial weights are drawn here, globally, from the recipe seed and the projection's name, and only then
 cut into PE slices: that is what makes every split of the network over PEs start from the same weights.
@@ -29,7 +34,10 @@ MODEL_PARAMS = {
     "lif": ("tau_m", "v_th"),
     "alif": ("tau_m", "tau_a", "v_th", "beta"),
     "readout": ("tau_out",),
+    "relu": (),
+    "softmax": (),
 }
+LAYER_MODELS = ("relu", "softmax")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class Population:
     def is_neuron(self) -> bool:
         return self.model in ("lif", "alif")
 
+    @property
+    def is_layer(self) -> bool:
+        return self.model in LAYER_MODELS
+
     def slices(self) -> list[tuple[int, int]]:
         """Contiguous [lo, hi) neuron ranges, one per PE. Readouts stay whole: the softmax needs all of them."""
         if self.model == "readout" or self.model == "input":
@@ -65,6 +77,7 @@ class Projection:
     pre: str
     post: str
     init_scale: float = 1.0
+    connectivity: float = 1.0  # fraction of the n_pre x n_post connections kept active (DEEP R's K / size)
 
     @property
     def name(self) -> str:
@@ -85,6 +98,9 @@ class LearningSpec:
     beta2: float = 0.999
     eps: float = 1e-5
     l2: float = 0.0
+    l1: float = 1e-5  # DEEP R: L1 shrinkage of theta per sample (times lr)
+    noise: float = 3e-4  # DEEP R: exploration noise, lr * noise * N(0, 1) per sample
+    rewire_every: int = 10  # DEEP R: samples between rewirings
 
 
 @dataclass(frozen=True)
@@ -98,10 +114,17 @@ class Network:
         if dup:
             raise RecipeError(f"population name used twice: {', '.join(sorted(dup))}")
         inputs = [p for p in self.populations if p.model == "input"]
+        if self.layered:
+            self._check_layered(inputs)
+            return
         readouts = [p for p in self.populations if p.model == "readout"]
         if len(inputs) != 1 or len(readouts) != 1:
             raise RecipeError(f"the network needs exactly one 'input' and one 'readout' population "
                               f"(has {len(inputs)} and {len(readouts)})")
+        for i, pr in enumerate(self.projections):
+            if pr.connectivity != 1.0:
+                raise RecipeError(f"'projections[{i}].connectivity': sparse projections are for layered "
+                                  f"networks (relu/softmax) trained with DEEP R")
         seen = set()
         for i, pr in enumerate(self.projections):
             for end in (pr.pre, pr.post):
@@ -126,6 +149,26 @@ class Network:
                 raise RecipeError(f"population '{p.name}' does not project to the readout "
                                   f"(e-prop's learning signal comes from the readout)")
 
+    @property
+    def layered(self) -> bool:
+        return any(p.is_layer for p in self.populations)
+
+    def _check_layered(self, inputs):
+        """input -> relu ... -> softmax, in population order, one projection into each layer."""
+        pops = self.populations
+        if pops[0].model != "input" or len(inputs) != 1 or pops[-1].model != "softmax" \
+                or any(p.model != "relu" for p in pops[1:-1]):
+            raise RecipeError("a layered network lists its populations as input, relu ..., softmax "
+                              f"(got {', '.join(p.model for p in pops)}); spiking models do not mix in")
+        want = [(a.name, b.name) for a, b in zip(pops, pops[1:])]
+        got = [(pr.pre, pr.post) for pr in self.projections]
+        if got != want:
+            raise RecipeError(f"a layered network has one projection from each layer to the next, in order: "
+                              f"{', '.join(f'{a}->{b}' for a, b in want)} (got {', '.join(f'{a}->{b}' for a, b in got)})")
+        for i, pr in enumerate(self.projections):
+            if not 0 < pr.connectivity <= 1:
+                raise RecipeError(f"'projections[{i}].connectivity' must be in (0, 1], got {pr.connectivity}")
+
     def __getitem__(self, name: str) -> Population:
         for p in self.populations:
             if p.name == name:
@@ -142,7 +185,8 @@ class Network:
 
     @property
     def readout(self) -> Population:
-        return next(p for p in self.populations if p.model == "readout")
+        """The population whose outputs the host reads (a spiking network's readout, a layered one's softmax)."""
+        return next(p for p in self.populations if p.model in ("readout", "softmax"))
 
     def incoming(self, post: str) -> list[Projection]:
         return [pr for pr in self.projections if pr.post == post]
@@ -156,6 +200,12 @@ class Network:
     @property
     def n_weights(self) -> int:
         return sum(self[p.pre].size * self[p.post].size for p in self.projections)
+
+    @property
+    def n_active_weights(self) -> int:
+        """Connections kept active: K per sparse projection, all of a dense one."""
+        from .cores.deepr import budget
+        return sum(budget(self[p.pre].size, self[p.post].size, p.connectivity) for p in self.projections)
 
 
 def _rng(seed: int, what: str) -> np.random.Generator:

@@ -55,7 +55,7 @@ MACHINE_SCHEMA = {
 
 POPULATION_SCHEMA = {
     "name": (str, REQUIRED, lambda v: None if v.isidentifier() else "must be an identifier (letters, digits, _)"),
-    "model": (str, REQUIRED, _one_of("input", "lif", "alif", "readout")),
+    "model": (str, REQUIRED, _one_of("input", "lif", "alif", "readout", "relu", "softmax")),
     "size": (int, REQUIRED, _in_range(1, 1 << 16)),
     "max_atoms_per_core": (int, None, _in_range(1, 1 << 16)),
     "encoding": (str, None, _one_of("analog", "spikes")),
@@ -70,10 +70,11 @@ PROJECTION_SCHEMA = {
     "pre": (str, REQUIRED, None),
     "post": (str, REQUIRED, None),
     "init_scale": (float, 1.0, _non_negative),
+    "connectivity": (float, 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
 }
 
 LEARNING_SCHEMA = {
-    "rule": (str, "eprop", _one_of("eprop", "none")),
+    "rule": (str, "eprop", _one_of("eprop", "deepr", "none")),
     "feedback": (str, "symmetric", _one_of("symmetric", "random")),
     "signal": (str, "end_of_sample", _one_of("end_of_sample", "online")),
     "surrogate": (str, "multi_gaussian", _one_of("multi_gaussian", "triangle")),
@@ -85,6 +86,9 @@ LEARNING_SCHEMA = {
     "beta2": (float, 0.999, _in_range(0.0, 0.999999999)),
     "eps": (float, 1e-5, _positive),
     "l2": (float, 0.0, _non_negative),
+    "l1": (float, 1e-5, _non_negative),
+    "noise": (float, 3e-4, _non_negative),
+    "rewire_every": (int, 10, _positive),
 }
 
 SCHEDULE_SCHEMA = {
@@ -186,10 +190,17 @@ class Recipe:
     source: str = ""
     model: str = ""  # path of the recipe's trained model, "" if none
 
-    def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None) -> "Recipe":
+    def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None,
+                       machine=None) -> "Recipe":
         """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
-        corpus-based data set at another folder or archive."""
+        corpus-based data set at another folder or archive; --machine swaps the machine preset."""
         r = self
+        if machine is not None:
+            from .errors import MachineError
+            try:
+                r = replace(r, machine=make_machine(machine))
+            except MachineError as e:
+                raise RecipeError(f"--machine: {e}") from None
         if data is not None:
             if "path" not in r.data:
                 raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "
@@ -261,9 +272,16 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
             raise RecipeError(f"'populations[{i}].encoding' applies to the input population only")
         pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"],
                                p["encoding"] or "analog"))
-    projs = [Projection(p["pre"], p["post"], p["init_scale"]) for p in d["projections"]]
+    projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"]) for p in d["projections"]]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
     learning = LearningSpec(**d["learning"])
+    if network.layered != (learning.rule in ("deepr",)) and learning.rule != "none":
+        raise RecipeError(f"'learning.rule' {learning.rule!r} does not train a "
+                          f"{'layered (relu/softmax)' if network.layered else 'spiking'} network "
+                          f"(e-prop trains spiking networks, DEEP R layered ones)")
+    if learning.rule == "deepr" and d["schedule"]["batch"] != 1:
+        raise RecipeError(f"'schedule.batch' must be 1 for DEEP R (online SGD, one sample at a time, as on "
+                          f"the chip), got {d['schedule']['batch']}")
     data = check_data_table(d["data"], network, base_dir)
     for kind in ("spikes", "voltage"):
         for name in d["record"][kind]:

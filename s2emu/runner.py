@@ -59,7 +59,7 @@ def state_digest(weights: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) 
 
 def memory_summary(b: Build, items: bool = False) -> dict:
     """total_bytes and per_pe SRAM of a build; items=True adds each PE's ledger entries."""
-    per_pe = [{"pe": v.pe, "population": v.population, "lo": v.lo, "hi": v.hi, "bytes": m["total"],
+    per_pe = [{"pe": v.pe, "population": v.population, "slice": v.describe(), "lo": v.lo, "hi": v.hi, "bytes": m["total"],
                "budget": m["budget"], **({"items": m["items"]} if items else {})}
               for v, m in zip(b.mapping.vertices, b.memory)]
     return {"total_bytes": b.total_bytes, "per_pe": per_pe}
