@@ -12,6 +12,8 @@ A sample of T input frames therefore flows through the chip in S = T + 2 ticks (
     s = T+1      the readout sends mean outputs to the host and the learning signal to the neuron PEs,
                  which receive it at s = 0 of the next sample
 A run of N samples takes N*S + 1 ticks: the last tick only delivers the last learning signal.
+
+A layered network (cores/mlp.py) has its own depth: S = T + 2 on one PE, S = T + 5 + 2P split over P PEs.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ class SampleClock:
     steps: int  # T: frames per sample
     learn: np.ndarray  # bool per sample step: does this sample train the network?
     epoch: np.ndarray  # int per sample step: the epoch it belongs to (learning-rate schedule)
+    depth: int = PIPELINE_DEPTH  # ticks of a sample beyond its T frames
 
     @classmethod
-    def make(cls, steps: int, learn, epoch) -> "SampleClock":
+    def make(cls, steps: int, learn, epoch, depth: int = PIPELINE_DEPTH) -> "SampleClock":
         learn, epoch = np.asarray(learn, dtype=bool), np.asarray(epoch, dtype=np.int64)
-        if steps < 1 or learn.shape != epoch.shape or learn.ndim != 1:
-            raise ValueError("SampleClock needs steps >= 1 and one learn flag and epoch per sample")
-        return cls(steps, learn, epoch)
+        if steps < 1 or learn.shape != epoch.shape or learn.ndim != 1 or depth < 1:
+            raise ValueError("SampleClock needs steps >= 1, depth >= 1 and one learn flag and epoch per sample")
+        return cls(steps, learn, epoch, int(depth))
 
     @property
     def ticks_per_sample(self) -> int:
-        return self.steps + PIPELINE_DEPTH
+        return self.steps + self.depth
 
     @property
     def n_samples(self) -> int:
@@ -57,8 +60,8 @@ class SampleClock:
         return 0 <= sample < self.n_samples and bool(self.learn[sample])
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "learn": self.learn, "epoch": self.epoch}
+        return {"steps": self.steps, "learn": self.learn, "epoch": self.epoch, "depth": self.depth}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SampleClock":
-        return cls.make(d["steps"], d["learn"], d["epoch"])
+        return cls.make(d["steps"], d["learn"], d["epoch"], d.get("depth", PIPELINE_DEPTH))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from s2emu.cores.pe import LABEL_TAG, make_batch
-from s2emu.cores.timing import SampleClock
+from s2emu.cores.timing import PIPELINE_DEPTH, SampleClock
 from s2emu.errors import PacketError, S2EmuError
 from s2emu.router.packets import PacketBatch
 
@@ -31,8 +31,8 @@ class Plan:
     def learn(self) -> np.ndarray:
         return self.split == TRAIN
 
-    def clock(self, steps: int) -> SampleClock:
-        return SampleClock.make(steps, self.learn, self.epoch)
+    def clock(self, steps: int, depth: int = PIPELINE_DEPTH) -> SampleClock:
+        return SampleClock.make(steps, self.learn, self.epoch, depth)
 
 
 def make_plan(n_train: int, n_test: int, *, epochs: int, batch: int, seed: int, eval_every: int = 0) -> Plan:
@@ -71,13 +71,13 @@ class Host:
         self.endpoint = int(config["endpoint"])
         self.B = int(config["streams"])
         self.plan = Plan(**config["plan"])
-        self.clock = self.plan.clock(int(config["steps"]))
+        self.clock = self.plan.clock(int(config["steps"]), int(config.get("depth", PIPELINE_DEPTH)))
         self.T = self.clock.steps
         self.x = {TRAIN: config["x_train"], TEST: config["x_test"]}
         self.y = {TRAIN: config["y_train"], TEST: config["y_test"]}
         self.input_keys = np.asarray(config["input_keys"], np.uint32)
         self.value_keys = np.asarray(config["value_keys"], np.uint32)
-        self.readout_pe = int(config["readout_pe"])
+        self.label_pes = [int(p) for p in np.atleast_1d(config["readout_pe"])]  # who needs the labels
         self.n_classes = len(self.value_keys)
         self.spikes = config.get("input_encoding", "analog") == "spikes"
         if self.spikes:
@@ -107,7 +107,8 @@ class Host:
         if s == 0:
             labels = np.zeros(self.B, np.uint32)
             labels[valid] = self.y[split][idx[valid]]
-            parts.update(p2p_dest=[self.readout_pe], p2p_tag=[LABEL_TAG], p2p_payload=labels[None, :])
+            n = len(self.label_pes)
+            parts.update(p2p_dest=self.label_pes, p2p_tag=[LABEL_TAG] * n, p2p_payload=np.tile(labels, (n, 1)))
         out = make_batch(self.endpoint, tick, self.B, **parts)
         self.counters["packets_out"] += len(out)
         return out

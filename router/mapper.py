@@ -90,8 +90,7 @@ def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
     """Slices in population order onto consecutive PEs of chip 0. A layered network goes whole onto one PE
     (SCIENCE.md seed B: LeNet-300-100 in one core)."""
     if network.layered:
-        layers = tuple((p.name, 0, p.size) for p in network.populations if p.is_layer)
-        return (Vertex(0, "+".join(name for name, _, _ in layers), 0, 0, 0, layers),)
+        return _place_layered(network, machine)
     vertices = []
     for pop in network.populations:
         if pop.model == "input":
@@ -106,6 +105,56 @@ def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
     return tuple(vertices)
 
 
+def _place_layered(network: Network, machine: Machine) -> tuple[Vertex, ...]:
+    """P PEs, P the most slices any layer asks for (max_atoms_per_core; --pes N sets it); every layer is cut
+    into P near-equal column slices and PE p holds slice p of each (so every PE takes part in every layer)."""
+    layers = [p for p in network.populations if p.is_layer]
+    n_pes = max(len(p.slices()) for p in layers)
+    if n_pes > machine.pes_per_chip:
+        raise MachineError(f"the network needs {n_pes} PEs but a chip of machine '{machine.name}' has "
+                           f"{machine.pes_per_chip}")
+    small = [p for p in layers if p.size < n_pes]
+    if small:
+        raise MachineError(f"layer '{small[0].name}' has {small[0].size} neurons, fewer than the {n_pes} PEs "
+                           f"its network is split over: every PE holds a slice of every layer")
+    return tuple(Vertex(pe, "+".join(p.name for p in layers), pe, 0, 0,
+                        tuple((p.name, pe * p.size // n_pes, (pe + 1) * p.size // n_pes) for p in layers))
+                 for pe in range(n_pes))
+
+
+def _layered_partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
+    """input values; the output layer's values for the host; and, split over more than one PE, each layer's
+    activations, the chained backward sums and the rewiring counts the PEs exchange (cores/mlp.py)."""
+    layers = [p for p in network.populations if p.is_layer]
+    sizes = {p.name: [hi - lo for v in vertices for name, lo, hi in v.layers if name == p.name] for p in layers}
+    parts = [(partition_name(network.input.name, "values"), [network.input.size]),
+             (partition_name(network.readout.name, "values"), sizes[network.readout.name])]
+    if len(vertices) > 1:
+        for p in layers:
+            parts.append((partition_name(p.name, "acts"), sizes[p.name]))
+            parts.append((partition_name(p.name, "counts"), sizes[p.name]))
+        for pr in network.projections[1:]:
+            parts.append((partition_name(pr.pre, "chain"), [network[pr.pre].size] * len(vertices)))
+    return parts
+
+
+def _layered_entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Entry]:
+    every = [v.pe for v in vertices]
+    n = len(vertices)
+    entries = [Entry(*keys.slice_key_mask(partition_name(network.input.name, "values"), 0), route_for(endpoints=every))]
+    entries += [Entry(*keys.slice_key_mask(partition_name(network.readout.name, "values"), p), route_for(endpoints=[host]))
+                for p in range(n)]
+    if n > 1:
+        for pop in (p for p in network.populations if p.is_layer):
+            for what in ("acts", "counts"):
+                entries += [Entry(*keys.slice_key_mask(partition_name(pop.name, what), p), route_for(endpoints=every))
+                            for p in range(n)]
+        for pr in network.projections[1:]:  # PE p hands its partial sums to PE p + 1; the last one's go to all
+            entries += [Entry(*keys.slice_key_mask(partition_name(pr.pre, "chain"), p),
+                              route_for(endpoints=[p + 1] if p + 1 < n else every)) for p in range(n)]
+    return entries
+
+
 def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
     parts = [(partition_name(network.input.name, "values"), [network.input.size])]
     for pop in network.populations:
@@ -113,7 +162,7 @@ def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
         if pop.is_neuron:
             parts.append((partition_name(pop.name, "spikes"), [v.n for v in vs]))
             parts.append((partition_name(pop.name, "errors"), [v.n for v in vs]))
-        elif pop.model in ("readout", "softmax"):
+        elif pop.model == "readout":
             parts.append((partition_name(pop.name, "values"), [pop.size]))
     return parts
 
@@ -124,15 +173,13 @@ def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list
         by_pop.setdefault(v.population, []).append(v)
     entries = []
     for pop in network.populations:
-        if network.layered and pop.model == "relu":
-            continue  # inside the PE
         # where this population's packets must go: every PE of every population it projects to
         targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name
                           for v in vertices if v.holds(pr.post)})
         if pop.model == "input":
             k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
             entries.append(Entry(k, m, route_for(endpoints=targets)))
-        elif pop.model in ("readout", "softmax"):
+        elif pop.model == "readout":
             k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
             entries.append(Entry(k, m, route_for(endpoints=[host])))
         else:
@@ -147,8 +194,12 @@ def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list
 
 def map_network(network: Network, machine: Machine) -> Mapping:
     vertices = place(network, machine)
-    keys = allocate_keys(_partitions(network, vertices))
-    entries = _entries(network, vertices, keys, host=len(vertices))
+    if network.layered:
+        keys = allocate_keys(_layered_partitions(network, vertices))
+        entries = _layered_entries(network, vertices, keys, host=len(vertices))
+    else:
+        keys = allocate_keys(_partitions(network, vertices))
+        entries = _entries(network, vertices, keys, host=len(vertices))
     table = build_table(entries, capacity=machine.router_entries)
     return Mapping(network, machine, vertices, keys, table, len(entries))
 

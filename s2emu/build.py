@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .cores.neurons import NeuronConstants
+from .cores.mlp import KIND_ACTS, KIND_CHAIN, KIND_COUNTS, layered_depth
 from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
+from .cores.timing import PIPELINE_DEPTH
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
 from .host.host import Plan, make_plan
 from .network import initial_weights, random_feedback
@@ -33,7 +35,11 @@ class Build:
 
     @property
     def n_ticks(self) -> int:
-        return self.plan.clock(self.dataset.steps).n_ticks
+        return self.clock.n_ticks
+
+    @property
+    def clock(self):
+        return self.plan.clock(self.dataset.steps, self.host_config["depth"])
 
     @property
     def total_bytes(self) -> int:
@@ -66,40 +72,66 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     if plan is None:
         plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                          seed=recipe.seed)
-    clock = plan.clock(dataset.steps).to_dict()
+    depth = layered_depth(mapping.n_pes, len(net.projections)) if net.layered else PIPELINE_DEPTH
+    clock = plan.clock(dataset.steps, depth).to_dict()
     if net.layered:
         configs = [_layered_config(recipe, mapping, v, B, clock, weights) for v in mapping.vertices]
     else:
         configs = _spiking_configs(recipe, mapping, B, clock, weights)
     memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
     readout = net.readout
-    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps,
+    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps, "depth": depth,
                    "plan": {"split": plan.split, "epoch": plan.epoch, "idx": plan.idx},
                    "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
                    "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
-                   "value_keys": mapping.keys.keys(partition_name(readout.name, "values"), 0),
-                   "readout_pe": mapping.readout_pe(), "input_encoding": net.input.encoding}
+                   "value_keys": _global_keys(mapping, readout.name, "values"),
+                   "readout_pe": [v.pe for v in mapping.vertices] if net.layered else mapping.readout_pe(),
+                   "input_encoding": net.input.encoding}
     return Build(recipe, mapping, dataset, plan, configs, host_config, memory)
 
 
 def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, weights) -> dict:
-    """A PE holding slices of every layer of a layered network (the whole network on one PE for now)."""
+    """PE v of a layered network: its column slice of every layer, the keys it sends, and what the keys it
+    receives mean (cores/mlp.py): input and layer values, chained backward sums, rewiring counts."""
     net = recipe.network
+    n_pes = mapping.n_pes
     layers = []
     for pr, (name, lo, hi) in zip(net.projections, v.layers):
         layers.append({"name": pr.name, "pre": pr.pre, "post": pr.post, "n_pre": net[pr.pre].size,
                        "n_post": net[pr.post].size, "lo": lo, "hi": hi, "connectivity": pr.connectivity,
                        "init_scale": pr.init_scale,
                        "weights": None if weights is None else np.ascontiguousarray(weights[pr.name][:, lo:hi])})
+    km = {"keys": [], "kind": [], "proj": [], "row": []}
+
+    def receive(keys, kind, which):
+        km["keys"].append(np.asarray(keys, np.uint32))
+        km["kind"].append(np.full(len(keys), kind, np.int8))
+        km["proj"].append(np.full(len(keys), which, np.int32))
+        km["row"].append(np.arange(len(keys), dtype=np.int32))
+
+    receive(_global_keys(mapping, net.input.name, "values"), KIND_ACTS, 0)
+    keys = {"values": mapping.keys.keys(partition_name(net.readout.name, "values"), v.pe)}
+    if n_pes > 1:
+        pops = [ly["post"] for ly in layers]
+        keys["acts"] = [mapping.keys.keys(partition_name(p, "acts"), v.pe) for p in pops]
+        keys["counts"] = [mapping.keys.keys(partition_name(p, "counts"), v.pe) for p in pops]
+        keys["chain"] = {j: mapping.keys.keys(partition_name(layers[j]["pre"], "chain"), v.pe)
+                         for j in range(1, len(layers))}
+        for i, p in enumerate(pops):
+            receive(_global_keys(mapping, p, "acts"), KIND_ACTS, i + 1)
+            receive(_global_keys(mapping, p, "counts"), KIND_COUNTS, i)
+        for j in range(1, len(layers)):  # the partial sums of the PE before, and the finished ones of the last
+            part = partition_name(layers[j]["pre"], "chain")
+            for src in sorted({v.pe - 1, n_pes - 1} - {-1}):
+                receive(mapping.keys.keys(part, src), KIND_CHAIN, j)
+    order = np.argsort(np.concatenate(km["keys"]), kind="stable")
+    keymap = {k: np.concatenate(a)[order] for k, a in km.items()}
     first = net.projections[0]
-    n_in = net[first.pre].size
-    keymap = {"keys": _source_keys(mapping, first.pre), "kind": np.full(n_in, KIND_SYNAPSE, np.int8),
-              "proj": np.zeros(n_in, np.int32), "row": np.arange(n_in, dtype=np.int32)}
-    return {"pe_id": v.pe, "label": f"PE {v.pe} ({v.population})", "population": v.population, "lo": v.lo,
+    return {"pe_id": v.pe, "label": f"PE {v.pe} ({v.describe()})", "population": v.population, "lo": v.lo,
             "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(recipe.learning),
             "budget": recipe.machine.pe_budget, "role": "layered", "seed": recipe.seed, "layers": layers,
-            "incoming": [{"name": first.name, "pre": first.pre, "n_pre": n_in}], "keymap": keymap,
-            "out_keys": mapping.keys.keys(partition_name(net.readout.name, "values"), 0),
+            "n_pes": n_pes, "pe_index": v.pe, "keys": keys, "keymap": keymap,
+            "incoming": [{"name": first.name, "pre": first.pre, "n_pre": net[first.pre].size}],
             "record": {"spikes": False, "voltage": False}}
 
 

@@ -65,7 +65,8 @@ class Population:
         return self.model in LAYER_MODELS
 
     def slices(self) -> list[tuple[int, int]]:
-        """Contiguous [lo, hi) neuron ranges, one per PE. Readouts stay whole: the softmax needs all of them."""
+        """Contiguous [lo, hi) neuron ranges, one per PE. Readouts stay whole: the softmax needs all of them.
+        (Layered networks are cut by the mapper, into as many slices as their largest layer asks for.)"""
         if self.model == "readout" or self.model == "input":
             return [(0, self.size)]
         per = self.max_atoms_per_core or self.size
@@ -192,8 +193,10 @@ class Network:
         return [pr for pr in self.projections if pr.post == post]
 
     def split_over(self, pes: int) -> "Network":
-        """Every spiking population cut into (at most) `pes` slices of near-equal size."""
-        pops = tuple(replace(p, max_atoms_per_core=max(1, math.ceil(p.size / pes))) if p.is_neuron else p
+        """Every spiking population (every layer of a layered network) cut into (at most) `pes` slices of
+        near-equal size."""
+        pops = tuple(replace(p, max_atoms_per_core=max(1, math.ceil(p.size / pes))) if p.is_neuron or p.is_layer
+                     else p
                      for p in self.populations)
         return replace(self, populations=pops)
 

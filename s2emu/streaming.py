@@ -112,7 +112,7 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     classes = b.dataset.classes
     # the audio clock: one clip (S = T + 2 ticks) per clip duration, i.e. 102 ticks per second of audio
     clip_seconds = spec.clip_samples / spec.sample_rate
-    ticks_per_sample = b.plan.clock(spec.frames).ticks_per_sample
+    ticks_per_sample = b.clock.ticks_per_sample
     spiking = [(e, c["hi"] - c["lo"]) for e, c in enumerate(b.pe_configs) if c["role"] == "neuron"]
     view = LiveView(console, classes, src.names, src.labels, spiking, ticks_per_sample,
                     enabled=live and console is not None)

@@ -192,7 +192,27 @@ def test_deepr_learns_digits_on_the_chip():
     assert counters["updates"] == 1500 and counters["rewired"] == counters["dormant"] > 0
 
 
+def test_every_split_over_pes_gives_the_same_bits():
+    """One PE, or every layer cut into 2, 3 or 5 column slices exchanging activations, chained backward sums
+    and rewiring counts as packets: the same weights, predictions and digest; less SRAM per PE."""
+    r = small_mnist(train=200, test=60)
+    one = run(r)
+    assert one["pes"] == 1
+    for pes in (2, 3, 5):
+        split = run(r.with_overrides(pes=pes))
+        assert split["pes"] == pes
+        assert split["state_digest"] == one["state_digest"] and split["confusion"] == one["confusion"]
+        assert max(p["bytes"] for p in split["per_pe"]) < one["total_bytes"]
+        assert split["router"]["routed"] > one["router"]["routed"]
+
+
+def test_a_split_finer_than_a_layer_is_refused():
+    with pytest.raises(Exception, match="layer 'out' has 10 neurons, fewer than the 12 PEs"):
+        build(small_mnist().with_overrides(pes=12), load_data=False)
+
+
 @pytest.mark.ray
 def test_deepr_is_the_same_on_the_ray_engine(ray_local):
-    r = small_mnist(train=150, test=60)
-    assert run(r, engine="ray")["state_digest"] == run(r)["state_digest"]
+    """Three PE actors exchanging every packet through the router actor, against one PE on the local engine."""
+    r = small_mnist(train=100, test=40)
+    assert run(r.with_overrides(pes=3), engine="ray")["state_digest"] == run(r)["state_digest"]
