@@ -244,8 +244,8 @@ def cmd_memory(args) -> dict:
         result["saving_bytes"] = layouts["per_synapse"]["total_bytes"] - layouts["per_source"]["total_bytes"]
         result["bptt"] = bptt_memory(b.mapping, b.dataset.steps)
     if recipe.learning.rule == "deepr":
-        stored = sum(i["bytes"] for p in per_pe for i in p["items"]
-                     if i["name"].rsplit(".", 1)[-1] in ("rows", "cols", "theta", "signs"))
+        from .runner import sparse_weight_bytes
+        stored = sparse_weight_bytes(b)
         result["deepr"] = {"active_connections": recipe.network.n_active_weights,
                            "connectivity": recipe.network.n_active_weights / recipe.network.n_weights,
                            "weight_bytes": stored}

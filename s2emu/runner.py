@@ -65,6 +65,14 @@ def memory_summary(b: Build, items: bool = False) -> dict:
     return {"total_bytes": b.total_bytes, "per_pe": per_pe}
 
 
+SPARSE_STORAGE = ("rows", "cols", "theta", "signs")  # what a DEEP R layer keeps per active connection
+
+
+def sparse_weight_bytes(b: Build) -> int:
+    """SRAM the active connections of a layered network take, over all PEs (cores/deepr.py storage)."""
+    return sum(i["bytes"] for m in b.memory for i in m["items"] if i["name"].rsplit(".", 1)[-1] in SPARSE_STORAGE)
+
+
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
