@@ -452,4 +452,7 @@ def make_pe(config: dict) -> ProcessingElement:
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)
+    if config["role"] == "bptt":
+        from .bptt_pe import BpttPE
+        return BpttPE(config)
     return {"neuron": NeuronPE, "readout": ReadoutPE}[config["role"]](config)

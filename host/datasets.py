@@ -6,7 +6,11 @@ its class template shifted in time by a random jitter, scaled by a random gain, 
 Solving it needs memory of *when* channels were active, so a recurrent spiking network is tested.
 
 `mnist`: handwritten digits (SCIENCE.md seed B), the standard IDX files or the bundled 10,000-digit subset
-(host/mnist.py), pixels / 255 as one frame of 784 analog inputs per sample.
+(host/mnist.py): with encoding "analog", pixels / 255 as one frame of 784 analog inputs per sample; with
+"events", an event-based version for spiking networks: the digit is scanned row by row, one row per step (28
+steps), and each of its 28 columns has an ON channel that spikes where ink begins (pixel >= 128 below a
+pixel < 128) and an OFF channel that spikes where it ends, as a DVS sensor swept down the digit would: 56
+spike channels.
 
 `speech_commands`: the 12-class keyword-spotting task of SCIENCE.md seed A on a corpus in Google Speech
 Commands layout (host/speech_commands.py), as log-mel features (host/features.py).
@@ -90,7 +94,7 @@ MNIST_SCHEMA = {
     "max_train": (int, 0, _non_negative),  # 0 = all; otherwise a seeded random subset (quick runs, tests)
     "max_test": (int, 0, _non_negative),
     "seed": (int, None, _non_negative),  # subsets; default: the recipe seed
-    "encoding": (str, "analog", _one_of("analog")),
+    "encoding": (str, "analog", _one_of("analog", "events")),
 }
 
 SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA, "mnist": MNIST_SCHEMA}
@@ -107,7 +111,7 @@ def _shape(d: dict) -> tuple[int, int, int]:
         spec = feature_spec(d)
         return len(d["words"]) + 2, spec.channels, spec.frames
     if d["kind"] == "mnist":
-        return 10, 28 * 28, 1
+        return (10, 2 * 28, 28) if d["encoding"] == "events" else (10, 28 * 28, 1)
     return d["classes"], d["channels"], d["steps"]
 
 
@@ -140,9 +144,10 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
     if classes != network.readout.size:
         raise RecipeError(f"'{what}' ({classes}) must equal the size of readout population "
                           f"'{network.readout.name}' ({network.readout.size})")
-    if d["encoding"] != network.input.encoding:
-        raise RecipeError(f"'data.encoding' ({d['encoding']!r}) must match the encoding of input population "
-                          f"'{network.input.name}' ({network.input.encoding!r})")
+    wants = "spikes" if d["encoding"] in ("spikes", "events") else "analog"
+    if wants != network.input.encoding:
+        raise RecipeError(f"'data.encoding' ({d['encoding']!r}) needs the input population "
+                          f"'{network.input.name}' to have encoding {wants!r} (it has {network.input.encoding!r})")
     return d
 
 
@@ -203,9 +208,20 @@ def load_mnist_dataset(d: dict, seed: int) -> Dataset:
     rng = np.random.default_rng([d["seed"] if d["seed"] is not None else seed, 0x3D])
     x_tr, y_tr = _subset(x_tr, y_tr, d["max_train"], rng)
     x_te, y_te = _subset(x_te, y_te, d["max_test"], rng)
-    frames = [(x.astype(np.float32) / np.float32(255))[:, None, :] for x in (x_tr, x_te)]  # one frame each
+    if d["encoding"] == "events":
+        frames = [row_scan_events(x.reshape(-1, 28, 28)) for x in (x_tr, x_te)]
+    else:
+        frames = [(x.astype(np.float32) / np.float32(255))[:, None, :] for x in (x_tr, x_te)]  # one frame each
     return Dataset(frames[0], y_tr.astype(np.int64), frames[1], y_te.astype(np.int64),
                    tuple(str(k) for k in range(10)))
+
+
+def row_scan_events(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 28, 28] -> float32 0/1 [N, 28 steps, 56]: ON events (channels 0-27) where a column's ink
+    begins at this row, OFF events (28-55) where it ends (the row above is the previous step; row -1 is blank)."""
+    ink = images >= 128
+    before = np.concatenate([np.zeros_like(ink[:, :1]), ink[:, :-1]], axis=1)
+    return np.concatenate([ink & ~before, before & ~ink], axis=2).astype(np.float32)
 
 
 def placeholder_dataset(d: dict) -> Dataset:

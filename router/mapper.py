@@ -126,7 +126,8 @@ def _layered_partitions(network: Network, vertices) -> list[tuple[str, list[int]
     """input values; the output layer's values for the host; and, split over more than one PE, each layer's
     activations, the chained backward sums and the rewiring counts the PEs exchange (cores/mlp.py)."""
     layers = [p for p in network.populations if p.is_layer]
-    sizes = {p.name: [hi - lo for v in vertices for name, lo, hi in v.layers if name == p.name] for p in layers}
+    sizes = {p.name: [hi - lo for v in vertices for name, lo, hi in v.layers if name == p.name]
+             for p in network.populations if p.model != "input"}
     parts = [(partition_name(network.input.name, "values"), [network.input.size]),
              (partition_name(network.readout.name, "values"), sizes[network.readout.name])]
     if len(vertices) > 1:
@@ -192,9 +193,14 @@ def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list
     return entries
 
 
-def map_network(network: Network, machine: Machine) -> Mapping:
-    vertices = place(network, machine)
-    if network.layered:
+def map_network(network: Network, machine: Machine, whole: bool = False) -> Mapping:
+    """whole: the network on one PE (BPTT keeps every layer's history where its backward pass runs)."""
+    if whole:
+        pops = tuple((p.name, 0, p.size) for p in network.populations if p.model != "input")
+        vertices = (Vertex(0, "+".join(name for name, _, _ in pops), 0, 0, 0, pops),)
+    else:
+        vertices = place(network, machine)
+    if network.layered or whole:
         keys = allocate_keys(_layered_partitions(network, vertices))
         entries = _layered_entries(network, vertices, keys, host=len(vertices))
     else:

@@ -7,6 +7,7 @@ refused here, before any engine starts.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -63,7 +64,10 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     """weights: start from these global matrices (a trained model) instead of the seeded initial ones.
     load_data=False: a placeholder data set of the right shape (for mapping and memory reports)."""
     net, lc = recipe.network, recipe.learning
-    mapping = map_network(net, recipe.machine)
+    bptt = lc.rule == "bptt"
+    if bptt and any(p.is_neuron and len(p.slices()) > 1 for p in net.populations):
+        raise RecipeError("BPTT runs the whole network on one PE for now: drop max_atoms_per_core and --pes")
+    mapping = map_network(net, recipe.machine, whole=bptt)
     dataset = load_dataset(recipe.data, recipe.seed, need_train=recipe.schedule.epochs > 0) if load_data else placeholder_dataset(recipe.data)
     B = streams or recipe.schedule.batch
     if lc.rule == "deepr" and B > 1 and recipe.schedule.epochs > 0:
@@ -76,6 +80,8 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     clock = plan.clock(dataset.steps, depth).to_dict()
     if net.layered:
         configs = [_layered_config(recipe, mapping, v, B, clock, weights) for v in mapping.vertices]
+    elif bptt:
+        configs = [_bptt_config(recipe, mapping, B, clock, weights)]
     else:
         configs = _spiking_configs(recipe, mapping, B, clock, weights)
     memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
@@ -132,6 +138,46 @@ def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, we
             "budget": recipe.machine.pe_budget, "role": "layered", "seed": recipe.seed, "layers": layers,
             "n_pes": n_pes, "pe_index": v.pe, "keys": keys, "keymap": keymap,
             "incoming": [{"name": first.name, "pre": first.pre, "n_pre": net[first.pre].size}],
+            "record": {"spikes": False, "voltage": False}}
+
+
+def _bptt_config(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights) -> dict:
+    """The one PE of a BPTT run: every hidden layer of the stack, its readout, and a local classifier for every
+    block but the last (drawn like a projection, from the seed and the block's name)."""
+    net, lc = recipe.network, recipe.learning
+    weights = weights if weights is not None else initial_weights(net, recipe.seed)
+    tau_out = net.readout.param("tau_out")
+    stack = net.spiking_stack()
+    layers = []
+    for h, ff, rec in stack:
+        params = {k: h.param(k) for k in h.params_for(h.model)}
+        layers.append({"name": h.name, "n": h.size,
+                       "constants": asdict(NeuronConstants.make(h.model, tau_out=tau_out, **params)),
+                       "inputs": [(ff.name, net[ff.pre].size)] + ([(rec.name, h.size)] if rec else []),
+                       "recurrent": rec is not None})
+    names = [h.name for h, _, _ in stack]
+    blocks = [[names.index(n) for n in b] for b in lc.blocks] or [list(range(len(names)))]
+    out_proj = net.incoming(net.readout.name)[0]
+    readouts = []
+    for b, blk in enumerate(blocks):
+        n_last = stack[blk[-1]][0].size
+        if b == len(blocks) - 1:
+            readouts.append(weights[out_proj.name])
+        else:
+            rng = np.random.default_rng([recipe.seed, zlib.crc32(f"local_readout:{b}".encode())])
+            readouts.append((rng.standard_normal((n_last, net.readout.size)) / np.sqrt(n_last)).astype(np.float32))
+    v = mapping.vertices[0]
+    n_in = net.input.size
+    keymap = {"keys": _source_keys(mapping, net.input.name), "kind": np.full(n_in, KIND_SYNAPSE, np.int8),
+              "proj": np.zeros(n_in, np.int32), "row": np.arange(n_in, dtype=np.int32)}
+    return {"pe_id": 0, "label": f"PE 0 ({v.describe()})", "population": v.population, "lo": 0, "hi": 0,
+            "streams": B, "clock": clock, "learning": asdict(lc), "budget": recipe.machine.pe_budget,
+            "role": "bptt", "layers": layers, "blocks": blocks, "n_in": n_in, "n_classes": net.readout.size,
+            "kappa": NeuronConstants.make("readout", tau_out=tau_out).kappa, "truncation": lc.truncation,
+            "weights": {pr.name: weights[pr.name] for _, ff, rec in stack for pr in (ff, rec) if pr is not None},
+            "readouts": readouts, "readout_projection": out_proj.name, "keymap": keymap,
+            "incoming": [{"name": stack[0][1].name, "pre": net.input.name, "n_pre": n_in}],
+            "out_keys": mapping.keys.keys(partition_name(net.readout.name, "values"), 0),
             "record": {"spikes": False, "voltage": False}}
 
 

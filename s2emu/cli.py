@@ -288,6 +288,27 @@ def cmd_memory(args) -> dict:
     return result
 
 
+def cmd_sweep(args) -> dict:
+    """Truncation x blocks for BPTT recipes: a table (CSV, Markdown, JSON) and a plot against full BPTT."""
+    from .recipe import load_recipe
+    from .sweep import sweep, write
+
+    recipes = [load_recipe(r) for r in args.recipes]
+
+    def progress(row):
+        if not args.quiet:
+            err_console.print(f"{row['recipe']}: truncation {row['truncation']}, blocks {row['blocks']}: accuracy "
+                              f"{row['accuracy']:.3f}, SRAM {row['total_bytes']:,} B, "
+                              f"{row['macs_per_sample']:,.0f} MACs / sample ({row['wall_seconds']:.0f} s)")
+
+    rows = sweep(recipes, args.truncation, args.blocks, epochs=args.epochs, progress=progress)
+    paths = write(rows, args.out)
+    if not args.json:
+        out_console.print(Path(paths["markdown"]).read_text())
+        out_console.print(f"written: {', '.join(paths.values())}")
+    return {"rows": rows, "outputs": paths}
+
+
 def cmd_map(args) -> dict:
     from .build import build
     from .router.mapper import placement_report
@@ -371,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-pace", action="store_true", help="run as fast as possible instead of at the audio rate")
     engine_options(sp)
     sp.add_argument("--quiet", action="store_true", help="no live view")
+    sp = sub.add_parser("sweep", help="BPTT truncation x local blocks against full BPTT (table and plot)")
+    sp.add_argument("recipes", nargs="+", help="BPTT recipe files")
+    sp.add_argument("--truncation", default="1,5,10,25,all", help="truncation lengths K, 'all' = full BPTT")
+    sp.add_argument("--blocks", default="e2e,layer", help="block schemes: e2e (one block), layer (a block per "
+                    "hidden layer) or N (N layers per block)")
+    sp.add_argument("--epochs", type=int, help="override the recipes' epochs")
+    sp.add_argument("--out", default="runs/sweep", help="folder for sweep.{csv,md,json,png}")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
     sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng (s2emu synth --help)", add_help=False)
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
@@ -380,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
-            "map": cmd_map}
+            "map": cmd_map, "sweep": cmd_sweep}
 
 
 def main(argv=None) -> int:
@@ -397,7 +427,7 @@ def main(argv=None) -> int:
     try:
         result = COMMANDS[args.command](args)
     except S2EmuError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False)
+        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -102,6 +102,8 @@ class LearningSpec:
     l1: float = 1e-5  # DEEP R: L1 shrinkage of theta per sample (times lr)
     noise: float = 3e-4  # DEEP R: exploration noise, lr * noise * N(0, 1) per sample
     rewire_every: int = 10  # DEEP R: samples between rewirings
+    truncation: int = 0  # BPTT: window of steps gradients flow back through; 0 = the whole sample
+    blocks: tuple = ()  # BPTT: local blocks (tuples of hidden population names); () = one block
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,28 @@ class Network:
         for p in self.populations:
             if p.is_neuron and not any(pr.post == p.name for pr in self.projections):
                 raise RecipeError(f"population '{p.name}' receives no projection")
+
+    def check_eprop(self):
+        """e-prop's learning signal comes from the readout: every spiking population must project to it."""
+        for p in self.populations:
             if p.is_neuron and not any(pr.pre == p.name and self[pr.post].model == "readout"
                                        for pr in self.projections):
                 raise RecipeError(f"population '{p.name}' does not project to the readout "
                                   f"(e-prop's learning signal comes from the readout)")
+
+    def spiking_stack(self) -> list[tuple[Population, Projection, Projection | None]]:
+        """The hidden layers of a stack that BPTT trains, in order, each with its feed-forward input projection
+        and its recurrent one (or None): input -> h1 -> h2 ... -> readout, optional h -> h, nothing else."""
+        hidden = [p for p in self.populations if p.is_neuron]
+        chain = [self.input.name, *(p.name for p in hidden), self.readout.name]
+        by_pair = {(pr.pre, pr.post): pr for pr in self.projections}
+        want = set(zip(chain, chain[1:])) | {(h.name, h.name) for h in hidden}
+        extra = [pr.name for pr in self.projections if (pr.pre, pr.post) not in want]
+        missing = [f"{a}->{b}" for a, b in zip(chain, chain[1:]) if (a, b) not in by_pair]
+        if extra or missing:
+            raise RecipeError(f"BPTT trains a stack {' -> '.join(chain)} (each hidden layer optionally recurrent); "
+                              + (f"not part of it: {', '.join(extra)}" if extra else f"missing: {', '.join(missing)}"))
+        return [(h, by_pair[(prev, h.name)], by_pair.get((h.name, h.name))) for prev, h in zip(chain, hidden)]
 
     @property
     def layered(self) -> bool:

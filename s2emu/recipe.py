@@ -74,7 +74,7 @@ PROJECTION_SCHEMA = {
 }
 
 LEARNING_SCHEMA = {
-    "rule": (str, "eprop", _one_of("eprop", "deepr", "none")),
+    "rule": (str, "eprop", _one_of("eprop", "deepr", "bptt", "none")),
     "feedback": (str, "symmetric", _one_of("symmetric", "random")),
     "signal": (str, "end_of_sample", _one_of("end_of_sample", "online")),
     "surrogate": (str, "multi_gaussian", _one_of("multi_gaussian", "triangle")),
@@ -89,6 +89,8 @@ LEARNING_SCHEMA = {
     "l1": (float, 1e-5, _non_negative),
     "noise": (float, 3e-4, _non_negative),
     "rewire_every": (int, 10, _positive),
+    "truncation": (int, 0, _non_negative),  # BPTT: gradients flow back at most this many steps; 0 = the whole sample
+    "blocks": (list, [], None),  # BPTT: local blocks, lists of hidden population names; [] = one block (end to end)
 }
 
 SCHEDULE_SCHEMA = {
@@ -250,6 +252,17 @@ def load_recipe(spec: str) -> Recipe:
         raise RecipeError(f"{spec}: {e}") from None
 
 
+def check_blocks(network: Network, blocks) -> None:
+    """BPTT's local blocks: consecutive runs of the stack's hidden layers that together cover it, in order."""
+    hidden = [h.name for h, _, _ in network.spiking_stack()]
+    if not blocks:
+        return
+    flat = [name for b in blocks for name in b]
+    if any(not isinstance(b, (list, tuple)) or not b for b in blocks) or flat != hidden:
+        raise RecipeError(f"'learning.blocks' must cut the hidden layers {hidden} into consecutive non-empty "
+                          f"lists, in order (e.g. {[[h] for h in hidden]}), got {[list(b) for b in blocks]}")
+
+
 def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> Recipe:
     from .host.datasets import check_data_table  # data kinds own their schemas
 
@@ -274,7 +287,12 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
                                p["encoding"] or "analog"))
     projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"]) for p in d["projections"]]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
-    learning = LearningSpec(**d["learning"])
+    learning = LearningSpec(**{k: (tuple(tuple(b) for b in v) if k == "blocks" else v)
+                               for k, v in d["learning"].items()})
+    if learning.rule == "eprop":
+        network.check_eprop()
+    if learning.rule == "bptt":
+        check_blocks(network, learning.blocks)
     if network.layered != (learning.rule in ("deepr",)) and learning.rule != "none":
         raise RecipeError(f"'learning.rule' {learning.rule!r} does not train a "
                           f"{'layered (relu/softmax)' if network.layered else 'spiking'} network "
