@@ -87,7 +87,10 @@ class ProcessingElement:
         self.km_kind = np.asarray(km["kind"], dtype=np.int8)
         self.km_proj = np.asarray(km["proj"], dtype=np.int32)
         self.km_row = np.asarray(km["row"], dtype=np.int32)
-        self.counters = {"packets_in": 0, "packets_out": 0, "synaptic_events": 0, "spikes": 0, "updates": 0}
+        # macs / accesses: multiply-accumulates and SRAM words read or written by the network and its learning
+        # rule (definitions beside each count; the optimizer step, the same Adam for every rule, is not counted)
+        self.counters = {"packets_in": 0, "packets_out": 0, "synaptic_events": 0, "spikes": 0, "updates": 0,
+                         "macs": 0, "accesses": 0}
         self.updates = 0  # optimizer steps taken (Adam's t)
 
     # -- inbound -------------------------------------------------------------------------------------------
@@ -141,6 +144,10 @@ class ProcessingElement:
             self.adam.append(Adam(self.ledger, pr["name"], (pr["n_pre"], n), beta1=lc["beta1"], beta2=lc["beta2"],
                                   eps=lc["eps"], l2=lc["l2"]))
         return pr["name"], pr["n_pre"]
+
+    def _count(self, macs: int, accesses: int) -> None:
+        self.counters["macs"] += int(macs)
+        self.counters["accesses"] += int(accesses)
 
     def lr_for(self, sample: int) -> float:
         lc = self.lc
@@ -217,7 +224,9 @@ class NeuronPE(ProcessingElement):
         self.I[...] = 0
         for q, xq in enumerate(x):
             if xq is not None:
-                self.counters["synaptic_events"] += ordered_accumulate(self.I, xq, self.W[q])
+                rows = ordered_accumulate(self.I, xq, self.W[q])
+                self.counters["synaptic_events"] += rows
+                self._count(rows * self.n, rows * self.n)  # a MAC and a weight read per active row and neuron
         z_prev = self.z.copy()
         if c.adaptive:
             self.a *= c.rho
@@ -251,6 +260,12 @@ class NeuronPE(ProcessingElement):
         psi3 = psi[:, None, :]
         decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
         for q, pr in enumerate(self.projections):
+            # per synapse and stream: epsv 1 MAC (per source: per row), epsa 3, e 3, ebar 1, the ebar sum 1;
+            # words: epsv, epsa, ebar and the sum each read and written
+            syn = pr["n_pre"] * self.n * self.B
+            ev_ops = syn if self.per_synapse else pr["n_pre"] * self.B
+            self._count(ev_ops + syn * ((3 if c.adaptive else 0) + 3 + 1 + (0 if self.online else 1)),
+                        2 * ev_ops + 2 * syn * ((1 if c.adaptive else 0) + 1 + (0 if self.online else 1)))
             xq = x[q] if x[q] is not None else np.zeros((self.B, pr["n_pre"]), np.float32)
             epsv = self.epsv[q]
             epsv *= c.alpha
@@ -289,6 +304,8 @@ class NeuronPE(ProcessingElement):
         if not self.learning:
             raise PacketError(f"{self.label}: received a learning signal but learning is off")
         for q in range(len(self.projections)):
+            syn = self.projections[q]["n_pre"] * self.n * self.B
+            self._count(syn, 2 * syn)  # gradient (or ebar sum) times L, read and written
             if self.online:  # grad += sum_b L_b * ebar_b, in stream order
                 for b in range(self.B):
                     self.grad[q] += L[b] * self.ebar[q][b]
@@ -376,7 +393,10 @@ class ReadoutPE(ProcessingElement):
             zbar *= self.kappa
             if xq is not None:
                 zbar += xq
-                self.counters["synaptic_events"] += ordered_accumulate(self.y, xq, self.W[q])
+                rows = ordered_accumulate(self.y, xq, self.W[q])
+                self.counters["synaptic_events"] += rows
+                self._count(rows * self.n, rows * self.n)
+            self._count(2 * zbar.size, 4 * zbar.size)  # zbar filter and its sum, read and written
             if learn and not self.online:
                 self.zbar_sum[q] += zbar
         self.y_sum += self.y
@@ -423,6 +443,7 @@ class ReadoutPE(ProcessingElement):
     def _signal(self, q: int, e: np.ndarray) -> np.ndarray:
         """Learning signal L_j = sum_k F_jk e_k / T for every presynaptic neuron j: payload [n_pre, B]."""
         F = self.feedback[q]
+        self._count(F.size * self.B, F.size * self.B)
         L = np.zeros((self.B, F.shape[0]), np.float32)
         for k in range(self.n):
             L += e[:, k, None] * F[:, k]
@@ -431,6 +452,7 @@ class ReadoutPE(ProcessingElement):
     def _accumulate_readout_grad(self, q: int, zbar: np.ndarray, e: np.ndarray):
         """dE/dW_jk += sum_b zbar_bj e_bk / T, in stream order."""
         g = self.grad[q]
+        self._count(g.size * self.B, 2 * g.size * self.B)
         for b in range(self.B):
             g += np.outer(zbar[b], e[b]) / np.float32(self.T)
 

@@ -75,7 +75,7 @@ def sweep(recipes, truncation: str, blocks: str, *, epochs=None, progress=None) 
             res = run(r)
             mem = build(r, streams=1, load_data=False).memory[0]
             c = res["pe_counters"][0]
-            n = _samples(res)
+            n = _samples(res) * res["streams"]  # stream-samples: the counts cover every stream
             row = {"recipe": recipe.name, "truncation": k or "all", "steps": steps, "blocks": name,
                    "accuracy": res["accuracy"],
                    "balanced_accuracy": res["balanced_accuracy"], "total_bytes": res["total_bytes"],
@@ -96,7 +96,8 @@ def sweep(recipes, truncation: str, blocks: str, *, epochs=None, progress=None) 
 
 
 def _samples(result: dict) -> int:
-    """Samples the run stepped (training passes and the test pass), from its tick count."""
+    """Sample steps the run took (training passes and the test pass; each carries `streams` samples), from
+    its tick count."""
     return (result["ticks"] - 1) // (result["steps_per_sample"] + 2)
 
 
