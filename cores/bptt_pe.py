@@ -17,7 +17,7 @@ from s2emu.router.packets import PacketBatch
 from .bptt import LayerSpec, SpikingStack
 from .neurons import NeuronConstants
 from .optimizer import Adam
-from .pe import LABEL_TAG, ProcessingElement
+from .pe import ProcessingElement
 
 
 class BpttPE(ProcessingElement):
@@ -49,7 +49,7 @@ class BpttPE(ProcessingElement):
         if err is not None:
             raise PacketError(f"{self.label}: a BPTT PE receives no error packets")
         if inbound is not None and len(inbound.p2p_dest):
-            self._take_labels(inbound)
+            self.stack.label[:, 0] = self._labels(inbound, self.n_out)
         sample, s = self.clock.where(tick)
         learn = self.learning and self.clock.learns(sample)
         if s == 0:
@@ -67,15 +67,6 @@ class BpttPE(ProcessingElement):
             return self._out(tick)
         y_mean = self.stack.y_sum / np.float32(self.T)
         return self._out(tick, mcp_keys=self.value_keys, mcp_payload=y_mean.T)
-
-    def _take_labels(self, inbound: PacketBatch):
-        sel = inbound.p2p_tag == LABEL_TAG
-        if not sel.all() or sel.sum() != 1:
-            raise PacketError(f"{self.label}: expected one label packet (P2P tag {LABEL_TAG}) per sample")
-        lab = inbound.p2p_payload[sel][0]
-        if np.any(lab >= self.n_out):
-            raise PacketError(f"{self.label}: label {int(lab.max())} out of range for {self.n_out} classes")
-        self.stack.label[:, 0] = lab
 
     def _update(self, sample: int):
         self.updates += 1

@@ -31,7 +31,7 @@ from s2emu.errors import PacketError
 from s2emu.router.packets import PacketBatch
 
 from .deepr import SparseLayer, budget
-from .pe import LABEL_TAG, ProcessingElement
+from .pe import ProcessingElement
 
 KIND_ACTS, KIND_CHAIN, KIND_COUNTS = 0, 2, 3  # what an inbound key means: `proj` is a buffer or layer index
 
@@ -175,7 +175,7 @@ class LayeredPE(ProcessingElement):
             raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
         self.counters["packets_in"] += len(inbound)
         if len(inbound.p2p_dest):
-            self._take_labels(inbound)
+            self.labels[:, 0] = self._labels(inbound, self.n_out)
         if len(inbound.mc_keys):
             raise PacketError(f"{self.label}: a layered PE receives values, not spikes")
         keys, vals = inbound.mcp_keys, inbound.mcp_payload
@@ -196,15 +196,6 @@ class LayeredPE(ProcessingElement):
         for i in np.unique(which[kind == KIND_COUNTS]):
             sel = (kind == KIND_COUNTS) & (which == i)
             self.counts[i][row[sel]] = vals[sel, 0]
-
-    def _take_labels(self, inbound: PacketBatch):
-        sel = inbound.p2p_tag == LABEL_TAG
-        if not sel.all() or sel.sum() != 1:
-            raise PacketError(f"{self.label}: expected one label packet (P2P tag {LABEL_TAG}) per sample")
-        lab = inbound.p2p_payload[sel][0]
-        if np.any(lab >= self.n_out):
-            raise PacketError(f"{self.label}: label {int(lab.max())} out of range for {self.n_out} classes")
-        self.labels[:, 0] = lab
 
     # ------------------------------------------------------------ the phases
 

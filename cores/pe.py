@@ -145,6 +145,16 @@ class ProcessingElement:
                                   eps=lc["eps"], l2=lc["l2"]))
         return pr["name"], pr["n_pre"]
 
+    def _labels(self, inbound: PacketBatch, n_classes: int) -> np.ndarray:
+        """The class label per stream from the host's one label packet (P2P, LABEL_TAG) of a sample."""
+        sel = inbound.p2p_tag == LABEL_TAG
+        if not sel.all() or sel.sum() != 1:
+            raise PacketError(f"{self.label}: expected one label packet (P2P tag {LABEL_TAG}) per sample")
+        lab = inbound.p2p_payload[sel][0]
+        if np.any(lab >= n_classes):
+            raise PacketError(f"{self.label}: label {int(lab.max())} out of range for {n_classes} classes")
+        return lab
+
     def _count(self, macs: int, accesses: int) -> None:
         self.counters["macs"] += int(macs)
         self.counters["accesses"] += int(accesses)
@@ -377,7 +387,7 @@ class ReadoutPE(ProcessingElement):
         if err is not None:
             raise PacketError(f"{self.label}: a readout receives no learning signal")
         if inbound is not None and len(inbound.p2p_dest):
-            self._take_labels(inbound)
+            self.labels[:, 0] = self._labels(inbound, self.n)
         sample, s = self.clock.where(tick)
         if s == 0:
             for arr in (self.y, self.y_sum, *self.zbar, *self.zbar_sum):
@@ -423,14 +433,6 @@ class ReadoutPE(ProcessingElement):
             return self._out(tick)
         return self._out(tick, mcp_keys=np.concatenate(keys), mcp_payload=np.concatenate(payloads, axis=0))
 
-    def _take_labels(self, inbound: PacketBatch):
-        sel = inbound.p2p_tag == LABEL_TAG
-        if not sel.all() or sel.sum() != 1:
-            raise PacketError(f"{self.label}: expected one label packet (P2P tag {LABEL_TAG}) per sample")
-        lab = inbound.p2p_payload[sel][0]
-        if np.any(lab >= self.n):
-            raise PacketError(f"{self.label}: label {int(lab.max())} out of range for {self.n} classes")
-        self.labels[:, 0] = lab
 
     def _onehot(self) -> np.ndarray:
         return self.eye[self.labels[:, 0]]
