@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _results import write_results
 
 from s2emu.host.datasets import load_dataset
 from s2emu.recipe import load_recipe
@@ -96,9 +97,6 @@ def main() -> None:
     data = load_dataset(recipe.data, recipe.seed)
     out = {"benchmark": "deepr_mnist", "date": time.strftime("%Y-%m-%d"), "epochs": epochs,
            "train_samples": len(data.y_train), "test_samples": len(data.y_test), "rows": rows}
-    d = Path(args.out)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "deepr_mnist.json").write_text(json.dumps(out, indent=1) + "\n")
     md = [f"LeNet-300-100 on the bundled MNIST subset ({out['train_samples']:,} train / {out['test_samples']:,} "
           f"test digits), {epochs} epochs, batch 1, {out['date']}. Command: `python benchmarks/deepr_mnist.py`.", "",
           "| learning rule | test accuracy | active weights | connectivity | SRAM of the PE (B) | wall s |",
@@ -107,8 +105,7 @@ def main() -> None:
         sram = f"{r['total_bytes']:,}" if r.get("total_bytes") else f"({r['weight_bytes']:,} B of weights: fits no PE)"
         md.append(f"| {r['rule']} | {r['accuracy']:.4f} | {r['weights']:,} | {100 * r['connectivity']:.2f}% | "
                   f"{sram} | {r['wall_seconds']:.0f} |")
-    (d / "deepr_mnist.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(out))
+    write_results(args.out, "deepr_mnist", out, md)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _results import write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
@@ -63,9 +64,6 @@ def main() -> None:
     out = {"benchmark": "deepr_scaling", "date": time.strftime("%Y-%m-%d"), "recipe": "deepr_mnist",
            "train_samples": args.train, "test_samples": args.test, "rows": rows,
            "digests_identical": len({r["state_digest"] for r in rows}) == 1}
-    d = Path(args.out)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "deepr_scaling.json").write_text(json.dumps(out, indent=1) + "\n")
     md = [f"DEEP R LeNet-300-100, one epoch over {args.train} bundled digits + {args.test} test digits, "
           f"{out['date']}. Command: `python benchmarks/deepr_scaling.py`.", "",
           "| PEs | engine | chip ticks / sample | ms / sample (wall) | largest PE SRAM B | mean PE SRAM B | total SRAM B "
@@ -76,8 +74,7 @@ def main() -> None:
                   f"{r['packets_per_sample']:,.0f} | {r['busiest_pe_macs_per_sample']:,.0f} | "
                   f"`{r['state_digest'][:12]}` |")
     md.append(f"\nDigests identical on every split and engine: {out['digests_identical']}.")
-    (d / "deepr_scaling.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(out))
+    write_results(args.out, "deepr_scaling", out, md)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ in one run rather than absolute figures across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _results import write_results
 
 from s2emu.engines import run_engine
 from s2emu.engines.ray_engine import start_ray
@@ -92,9 +93,6 @@ def main() -> None:
            "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()}, "rows": rows, "channels_over_calls": ratios,
            "digests_identical": all(r["digests_identical"] for r in rows) and all(
                len({r["state_digest"] for r in rows if r["pes_arg"] == int(p)}) == 1 for p in ratios)}
-    d = Path(args.out)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "ray_transport.json").write_text(json.dumps(out, indent=1) + "\n")
     la = out["load_average_1_5_15"]
     md = [(f"Smoke recipe, batch 1, {args.epochs} epoch(s), median of {args.repeats}; {os.cpu_count()} cores, "
            f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in la['before'])} before and "
@@ -112,8 +110,7 @@ def main() -> None:
     for p, q in ratios.items():
         md.append(f"Channels / calls at --pes {p}: {q['stepping']:.2f}x stepping, {q['overall']:.2f}x overall.")
     md.append(f"\nDigests identical (every engine, transport and repeat per split): {out['digests_identical']}.")
-    (d / "ray_transport.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(out))
+    write_results(args.out, "ray_transport", out, md)
 
 
 if __name__ == "__main__":

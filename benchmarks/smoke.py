@@ -9,11 +9,12 @@ measured in one run rather than absolute figures across runs.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _results import write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
@@ -42,9 +43,6 @@ def main() -> None:
     out = {"benchmark": "smoke", "date": time.strftime("%Y-%m-%d"), "rows": rows,
            "digests_identical": len({r["state_digest"] for r in rows}) == 1,
            "ray_over_local_ratio": rows[2]["ticks_per_second"] / rows[1]["ticks_per_second"]}
-    d = Path(args.out)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "smoke.json").write_text(json.dumps(out, indent=1) + "\n")
     md = ["| engine | PEs (hidden/total) | ticks | ticks/s (median) | accuracy | balanced | chance | SRAM B | digest |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -53,8 +51,7 @@ def main() -> None:
                   f"| `{r['state_digest'][:12]}` |")
     md.append(f"\nDigests identical: {out['digests_identical']}. Ray / local (4 PEs) tick-rate ratio: "
               f"{out['ray_over_local_ratio']:.3f}.")
-    (d / "smoke.md").write_text("\n".join(md) + "\n")
-    print(json.dumps(out))
+    write_results(args.out, "smoke", out, md)
 
 
 if __name__ == "__main__":
