@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import split_row, write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
@@ -44,19 +43,7 @@ def main() -> None:
         recipe = base.with_overrides(pes=pes)
         for engine in args.engines.split(","):
             results = [run(recipe, engine=engine) for _ in range(args.repeats if engine == "local" else 1)]
-            r = results[0]
-            wall = statistics.median(x["wall_seconds"] for x in results)
-            per_pe = [p["bytes"] for p in r["per_pe"]]
-            row = {"pes": r["pes"], "engine": engine, "repeats": len(results), "samples": samples,
-                   "chip_ticks_per_sample": r["ticks"] // samples,
-                   "ms_per_sample": 1000 * wall / samples, "ticks_per_second": r["ticks"] / wall,
-                   "sram_max_pe_bytes": max(per_pe), "sram_mean_pe_bytes": sum(per_pe) / len(per_pe),
-                   "total_bytes": r["total_bytes"], "per_pe": per_pe,
-                   "packets_per_sample": r["router"]["routed"] / samples,
-                   "packets_in_per_pe_per_sample": [c["packets_in"] / samples for c in r["pe_counters"]],
-                   "macs_per_sample": sum(c["macs"] for c in r["pe_counters"]) / samples,
-                   "busiest_pe_macs_per_sample": max(c["macs"] for c in r["pe_counters"]) / samples,
-                   "accuracy": r["accuracy"], "state_digest": r["state_digest"]}
+            row = split_row(results[0], engine, samples, [x["wall_seconds"] for x in results])
             rows.append(row)
             print(f"{engine} {pes} PEs: {row['ms_per_sample']:.2f} ms/sample, {row['chip_ticks_per_sample']} ticks, "
                   f"max PE {row['sram_max_pe_bytes']:,} B, {row['packets_per_sample']:.0f} packets/sample",

@@ -169,24 +169,14 @@ class LayeredPE(ProcessingElement):
         return self._out(tick, mcp_keys=np.concatenate(out_keys), mcp_payload=np.concatenate(out_vals))
 
     def _receive(self, inbound: PacketBatch | None):
-        if inbound is None or len(inbound) == 0:
+        if inbound is not None and len(inbound.mc_keys):
+            raise PacketError(f"{self.label}: a layered PE receives values, not spikes")
+        got = self._lookup(inbound)
+        if got is None:
             return
-        if inbound.streams != self.B:
-            raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
-        self.counters["packets_in"] += len(inbound)
         if len(inbound.p2p_dest):
             self.labels[:, 0] = self._labels(inbound, self.n_out)
-        if len(inbound.mc_keys):
-            raise PacketError(f"{self.label}: a layered PE receives values, not spikes")
-        keys, vals = inbound.mcp_keys, inbound.mcp_payload
-        if not len(keys):
-            return
-        pos = np.minimum(np.searchsorted(self.km_keys, keys), len(self.km_keys) - 1)
-        bad = self.km_keys[pos] != keys
-        if np.any(bad):
-            raise PacketError(f"{self.label}: received key 0x{int(keys[np.argmax(bad)]):08x} at tick "
-                              f"{inbound.tick} that it has no use for (routing table and key map disagree)")
-        kind, which, row = self.km_kind[pos], self.km_proj[pos], self.km_row[pos]
+        kind, which, row, vals = got
         for b in np.unique(which[kind == KIND_ACTS]):
             sel = (kind == KIND_ACTS) & (which == b)
             self.act[b][:, row[sel]] = vals[sel].T

@@ -98,25 +98,10 @@ class ProcessingElement:
         """Dense presynaptic values per projection ([B, n_pre] or None) and the learning signal ([B, n] or None)."""
         x = [None] * len(self.projections)
         err = None
-        if inbound is None or len(inbound) == 0:
+        got = self._lookup(inbound)
+        if got is None:
             return x, err, inbound
-        if inbound.streams != self.B:
-            raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
-        keys = np.concatenate([inbound.mc_keys, inbound.mcp_keys])
-        vals = np.concatenate([np.ones((len(inbound.mc_keys), self.B), np.float32), inbound.mcp_payload])
-        self.counters["packets_in"] += len(inbound)
-        if len(keys) == 0:
-            return x, err, inbound
-        order = np.argsort(keys, kind="stable")  # key order = global neuron order: split-invariant sums
-        keys, vals = keys[order], vals[order]
-        pos = np.searchsorted(self.km_keys, keys)
-        pos_c = np.minimum(pos, len(self.km_keys) - 1)
-        bad = (len(self.km_keys) == 0) | (self.km_keys[pos_c] != keys)
-        if np.any(bad):
-            k = int(keys[np.argmax(bad)])
-            raise PacketError(f"{self.label}: received key 0x{k:08x} at tick {inbound.tick} that none of its "
-                              f"synapses or learning signals uses (routing table and key map disagree)")
-        kind, proj, row = self.km_kind[pos_c], self.km_proj[pos_c], self.km_row[pos_c]
+        kind, proj, row, vals = got
         for q, pr in enumerate(self.projections):
             sel = (kind == KIND_SYNAPSE) & (proj == q)
             if sel.any():
@@ -128,6 +113,26 @@ class ProcessingElement:
             err = np.zeros((self.B, self.n), np.float32)
             np.add.at(err.T, row[sel], vals[sel])
         return x, err, inbound
+
+    def _lookup(self, inbound: PacketBatch | None):
+        """What each inbound packet means, by the key map: (kind, which, row, values [n, B]), in key order
+        (= global neuron order, so sums over packets do not depend on the split; spikes without payload have
+        value 1). Checks the streams and that every key is known."""
+        if inbound is None or len(inbound) == 0:
+            return None
+        if inbound.streams != self.B:
+            raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
+        self.counters["packets_in"] += len(inbound)
+        keys = np.concatenate([inbound.mc_keys, inbound.mcp_keys])
+        vals = np.concatenate([np.ones((len(inbound.mc_keys), self.B), np.float32), inbound.mcp_payload])
+        order = np.argsort(keys, kind="stable")
+        keys, vals = keys[order], vals[order]
+        pos = np.minimum(np.searchsorted(self.km_keys, keys), max(len(self.km_keys) - 1, 0))
+        bad = (self.km_keys[pos] != keys) if len(self.km_keys) else np.ones(len(keys), bool)
+        if np.any(bad):
+            raise PacketError(f"{self.label}: received key 0x{int(keys[np.argmax(bad)]):08x} at tick {inbound.tick} "
+                              f"that it has no use for (routing table and key map disagree)")
+        return self.km_kind[pos], self.km_proj[pos], self.km_row[pos], vals
 
     def _out(self, tick, **parts) -> PacketBatch:
         batch = make_batch(self.pe_id, tick, self.B, **parts)
@@ -476,7 +481,7 @@ def make_pe(config: dict) -> ProcessingElement:
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)
-    if config["role"] == "bptt":
-        from .bptt_pe import BpttPE
-        return BpttPE(config)
+    if config["role"].startswith("bptt"):
+        from .bptt_pe import bptt_pe
+        return bptt_pe(config)
     return {"neuron": NeuronPE, "readout": ReadoutPE}[config["role"]](config)

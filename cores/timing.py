@@ -14,6 +14,8 @@ A sample of T input frames therefore flows through the chip in S = T + 2 ticks (
 A run of N samples takes N*S + 1 ticks: the last tick only delivers the last learning signal.
 
 A layered network (cores/mlp.py) has its own depth: S = T + 2 on one PE, S = T + 5 + 2P split over P PEs.
+A BPTT stack split over PEs (cores/bptt_pe.py) pauses the input while a window's backward pass runs: its
+frames leave the host at the ticks `frames` lists instead of at s = 0..T-1.
 """
 
 from __future__ import annotations
@@ -32,13 +34,25 @@ class SampleClock:
     learn: np.ndarray  # bool per sample step: does this sample train the network?
     epoch: np.ndarray  # int per sample step: the epoch it belongs to (learning-rate schedule)
     depth: int = PIPELINE_DEPTH  # ticks of a sample beyond its T frames
+    frames: tuple[int, ...] = ()  # local tick at which each frame leaves the host; () = 0..T-1
 
     @classmethod
-    def make(cls, steps: int, learn, epoch, depth: int = PIPELINE_DEPTH) -> "SampleClock":
+    def make(cls, steps: int, learn, epoch, depth: int = PIPELINE_DEPTH, frames=()) -> "SampleClock":
         learn, epoch = np.asarray(learn, dtype=bool), np.asarray(epoch, dtype=np.int64)
         if steps < 1 or learn.shape != epoch.shape or learn.ndim != 1 or depth < 1:
             raise ValueError("SampleClock needs steps >= 1, depth >= 1 and one learn flag and epoch per sample")
-        return cls(steps, learn, epoch, int(depth))
+        frames = tuple(int(f) for f in frames)
+        if frames and (len(frames) != steps or frames[0] != 0 or any(b <= a for a, b in zip(frames, frames[1:]))
+                       or frames[-1] >= steps + depth):
+            raise ValueError("SampleClock frames: one increasing local tick per frame, from 0, within the sample")
+        return cls(steps, learn, epoch, int(depth), frames)
+
+    def frame_at(self, s: int) -> int:
+        """The frame the host sends at local tick s, or -1."""
+        if not self.frames:
+            return s if s < self.steps else -1
+        i = int(np.searchsorted(self.frames, s))
+        return i if i < self.steps and self.frames[i] == s else -1
 
     @property
     def ticks_per_sample(self) -> int:
@@ -60,8 +74,9 @@ class SampleClock:
         return 0 <= sample < self.n_samples and bool(self.learn[sample])
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps, "learn": self.learn, "epoch": self.epoch, "depth": self.depth}
+        return {"steps": self.steps, "learn": self.learn, "epoch": self.epoch, "depth": self.depth,
+                "frames": list(self.frames)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SampleClock":
-        return cls.make(d["steps"], d["learn"], d["epoch"], d.get("depth", PIPELINE_DEPTH))
+        return cls.make(d["steps"], d["learn"], d["epoch"], d.get("depth", PIPELINE_DEPTH), d.get("frames", ()))

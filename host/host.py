@@ -31,8 +31,8 @@ class Plan:
     def learn(self) -> np.ndarray:
         return self.split == TRAIN
 
-    def clock(self, steps: int, depth: int = PIPELINE_DEPTH) -> SampleClock:
-        return SampleClock.make(steps, self.learn, self.epoch, depth)
+    def clock(self, steps: int, depth: int = PIPELINE_DEPTH, frames=()) -> SampleClock:
+        return SampleClock.make(steps, self.learn, self.epoch, depth, frames)
 
 
 def make_plan(n_train: int, n_test: int, *, epochs: int, batch: int, seed: int, eval_every: int = 0) -> Plan:
@@ -71,7 +71,8 @@ class Host:
         self.endpoint = int(config["endpoint"])
         self.B = int(config["streams"])
         self.plan = Plan(**config["plan"])
-        self.clock = self.plan.clock(int(config["steps"]), int(config.get("depth", PIPELINE_DEPTH)))
+        self.clock = self.plan.clock(int(config["steps"]), int(config.get("depth", PIPELINE_DEPTH)),
+                                     config.get("frames", ()))
         self.T = self.clock.steps
         self.x = {TRAIN: config["x_train"], TEST: config["x_test"]}
         self.y = {TRAIN: config["y_train"], TEST: config["y_test"]}
@@ -92,12 +93,13 @@ class Host:
         if inbound is not None and len(inbound):
             self._collect(tick, inbound)
         sample, s = self.clock.where(tick)
-        if sample >= self.clock.n_samples or s >= self.T:
+        t = self.clock.frame_at(s)
+        if sample >= self.clock.n_samples or t < 0:
             return make_batch(self.endpoint, tick, self.B)
         split, idx = int(self.plan.split[sample]), self.plan.idx[sample]
         valid = idx >= 0
         frame = np.zeros((self.B, len(self.input_keys)), np.float32)
-        frame[valid] = self.x[split][idx[valid], s]
+        frame[valid] = self.x[split][idx[valid], t]
         if self.spikes:  # spike input: a packet per spike; with B streams, a 0/1 payload per stream
             fired = np.flatnonzero(frame.any(axis=0))
             parts = ({"mc_keys": self.input_keys[fired]} if self.B == 1 else

@@ -108,10 +108,13 @@ def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
 def _place_layered(network: Network, machine: Machine) -> tuple[Vertex, ...]:
     """P PEs, P the most slices any layer asks for (max_atoms_per_core; --pes N sets it); every layer is cut
     into P near-equal column slices and PE p holds slice p of each (so every PE takes part in every layer)."""
-    layers = [p for p in network.populations if p.is_layer]
+    return _place_columns([p for p in network.populations if p.is_layer], machine)
+
+
+def _place_columns(layers, machine: Machine, extra: int = 0) -> tuple[Vertex, ...]:
     n_pes = max(len(p.slices()) for p in layers)
-    if n_pes > machine.pes_per_chip:
-        raise MachineError(f"the network needs {n_pes} PEs but a chip of machine '{machine.name}' has "
+    if n_pes + extra > machine.pes_per_chip:
+        raise MachineError(f"the network needs {n_pes + extra} PEs but a chip of machine '{machine.name}' has "
                            f"{machine.pes_per_chip}")
     small = [p for p in layers if p.size < n_pes]
     if small:
@@ -120,6 +123,60 @@ def _place_layered(network: Network, machine: Machine) -> tuple[Vertex, ...]:
     return tuple(Vertex(pe, "+".join(p.name for p in layers), pe, 0, 0,
                         tuple((p.name, pe * p.size // n_pes, (pe + 1) * p.size // n_pes) for p in layers))
                  for pe in range(n_pes))
+
+
+def _place_stack(network: Network, machine: Machine) -> tuple[Vertex, ...]:
+    """A BPTT stack split over PEs (cores/bptt_pe.py): PE p holds column slice p of every hidden layer, and one
+    more PE the readout (it needs every neuron of the layers it reads)."""
+    hidden = _place_columns([p for p in network.populations if p.is_neuron], machine, extra=1)
+    readout = network.readout
+    return hidden + (Vertex(len(hidden), readout.name, 0, 0, readout.size),)
+
+
+def _stack_partitions(network: Network, vertices, blocks) -> list[tuple[str, list[int]]]:
+    """input values; per hidden layer its spikes, its chained backward sums (recurrent rows, then the layer
+    below's unless it starts a block) and, on a block's top, the errors the readout sends back; the outputs."""
+    hidden = vertices[:-1]
+    parts = [(partition_name(network.input.name, "values"), [network.input.size])]
+    for name, rows in _stack_layers(network, blocks):
+        widths = [hi - lo for v in hidden for n, lo, hi in v.layers if n == name]
+        parts.append((partition_name(name, "spikes"), widths))
+        if rows:
+            parts.append((partition_name(name, "chain"), [rows] * len(hidden)))
+        if any(b[-1] == name for b in blocks):
+            parts.append((partition_name(name, "errors"), widths))
+    parts.append((partition_name(network.readout.name, "values"), [network.readout.size]))
+    return parts
+
+
+def _stack_layers(network: Network, blocks) -> list[tuple[str, int]]:
+    """(hidden layer, rows of its chained backward sums), in stack order."""
+    out = []
+    firsts = {b[0] for b in blocks}
+    for h, ff, rec in network.spiking_stack():
+        out.append((h.name, (h.size if rec else 0) + (0 if h.name in firsts else network[ff.pre].size)))
+    return out
+
+
+def _stack_entries(network: Network, vertices, keys: KeyAllocation, host: int, blocks) -> list[Entry]:
+    hidden = [v.pe for v in vertices[:-1]]
+    ro = vertices[-1].pe
+    P = len(hidden)
+    tops = {b[-1] for b in blocks}
+    entries = [Entry(*keys.slice_key_mask(partition_name(network.input.name, "values"), 0), route_for(endpoints=hidden))]
+    for name, rows in _stack_layers(network, blocks):
+        to = hidden + ([ro] if name in tops else [])
+        entries += [Entry(*keys.slice_key_mask(partition_name(name, "spikes"), p), route_for(endpoints=to))
+                    for p in range(P)]
+        if rows:  # PE p hands its partial sums to PE p + 1; the last one's go to all
+            entries += [Entry(*keys.slice_key_mask(partition_name(name, "chain"), p),
+                              route_for(endpoints=[p + 1] if p + 1 < P else hidden)) for p in range(P)]
+        if name in tops:  # each slice's errors to the PE that holds it
+            entries += [Entry(*keys.slice_key_mask(partition_name(name, "errors"), p), route_for(endpoints=[p]))
+                        for p in range(P)]
+    entries.append(Entry(*keys.slice_key_mask(partition_name(network.readout.name, "values"), 0),
+                         route_for(endpoints=[host])))
+    return entries
 
 
 def _layered_partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
@@ -193,14 +250,22 @@ def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list
     return entries
 
 
-def map_network(network: Network, machine: Machine, whole: bool = False) -> Mapping:
-    """whole: the network on one PE (BPTT keeps every layer's history where its backward pass runs)."""
-    if whole:
+def map_network(network: Network, machine: Machine, stack_blocks: list[list[str]] | None = None) -> Mapping:
+    """stack_blocks: the network is a BPTT stack with these local blocks (lists of hidden layer names). Unsplit,
+    it goes whole onto one PE (BPTT keeps every layer's history where its backward pass runs); split
+    (max_atoms_per_core, --pes), its layers are cut into column slices, with the readout on a PE of its own."""
+    split_stack = stack_blocks is not None and any(len(p.slices()) > 1 for p in network.populations if p.is_neuron)
+    if stack_blocks is not None and not split_stack:
         pops = tuple((p.name, 0, p.size) for p in network.populations if p.model != "input")
         vertices = (Vertex(0, "+".join(name for name, _, _ in pops), 0, 0, 0, pops),)
+    elif split_stack:
+        vertices = _place_stack(network, machine)
     else:
         vertices = place(network, machine)
-    if network.layered or whole:
+    if split_stack:
+        keys = allocate_keys(_stack_partitions(network, vertices, stack_blocks))
+        entries = _stack_entries(network, vertices, keys, len(vertices), stack_blocks)
+    elif network.layered or stack_blocks is not None:
         keys = allocate_keys(_layered_partitions(network, vertices))
         entries = _layered_entries(network, vertices, keys, host=len(vertices))
     else:
@@ -214,7 +279,9 @@ def placement_report(mapping: Mapping, memory: dict[int, int] | None = None) -> 
     """Rows for a table: PE, population slice, neurons, key range, SRAM."""
     rows = []
     for v in mapping.vertices:
-        if v.layers:  # a layered PE sends the output layer's values
+        if v.layers and mapping.network[v.layers[0][0]].is_neuron and mapping.n_pes > 1:
+            part = partition_name(v.layers[0][0], "spikes")  # a slice of a split BPTT stack: its first layer's
+        elif v.layers:  # a layered PE, or a whole BPTT stack, sends the output layer's values
             part = partition_name(mapping.network.readout.name, "values")
         else:
             part = partition_name(v.population, "spikes" if mapping.network[v.population].is_neuron else "values")

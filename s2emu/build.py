@@ -14,6 +14,7 @@ import numpy as np
 
 from .cores.neurons import NeuronConstants
 from .cores.mlp import KIND_ACTS, KIND_CHAIN, KIND_COUNTS, layered_depth
+from .cores.bptt_pe import KIND_CHAIN_DONE, KIND_CHAIN_PART, KIND_ERRORS, KIND_SPIKES, bptt_schedule
 from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
 from .cores.timing import PIPELINE_DEPTH
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
@@ -40,7 +41,7 @@ class Build:
 
     @property
     def clock(self):
-        return self.plan.clock(self.dataset.steps, self.host_config["depth"])
+        return self.plan.clock(self.dataset.steps, self.host_config["depth"], self.host_config["frames"])
 
     @property
     def total_bytes(self) -> int:
@@ -59,15 +60,33 @@ def _source_keys(mapping: Mapping, population: str) -> np.ndarray:
     return _global_keys(mapping, population, "values" if pop.model == "input" else "spikes")
 
 
+class _KeyMap:
+    """What the keys a PE receives mean to it: (kind, which, row) per key, sorted by key (cores/pe.py _lookup)."""
+
+    def __init__(self):
+        self.parts = {"keys": [], "kind": [], "proj": [], "row": []}
+
+    def add(self, keys, kind: int, which: int, rows=None):
+        keys = np.asarray(keys, np.uint32)
+        self.parts["keys"].append(keys)
+        self.parts["kind"].append(np.full(len(keys), kind, np.int8))
+        self.parts["proj"].append(np.full(len(keys), which, np.int32))
+        self.parts["row"].append(np.arange(len(keys), dtype=np.int32) if rows is None else np.asarray(rows, np.int32))
+
+    def table(self) -> dict:
+        order = np.argsort(np.concatenate(self.parts["keys"]), kind="stable")
+        return {k: np.concatenate(a)[order] for k, a in self.parts.items()}
+
+
 def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True,
           weights: dict[str, np.ndarray] | None = None, load_data: bool = True, plan: Plan | None = None) -> Build:
     """weights: start from these global matrices (a trained model) instead of the seeded initial ones.
     load_data=False: a placeholder data set of the right shape (for mapping and memory reports)."""
     net, lc = recipe.network, recipe.learning
     bptt = lc.rule == "bptt"
-    if bptt and any(p.is_neuron and len(p.slices()) > 1 for p in net.populations):
-        raise RecipeError("BPTT runs the whole network on one PE for now: drop max_atoms_per_core and --pes")
-    mapping = map_network(net, recipe.machine, whole=bptt)
+    blocks = [list(b) for b in lc.blocks] or [[h.name for h, _, _ in net.spiking_stack()]] if bptt else None
+    mapping = map_network(net, recipe.machine, stack_blocks=blocks)
+    split_stack = bptt and mapping.n_pes > 1
     dataset = load_dataset(recipe.data, recipe.seed, need_train=recipe.schedule.epochs > 0) if load_data else placeholder_dataset(recipe.data)
     B = streams or recipe.schedule.batch
     if lc.rule == "deepr" and B > 1 and recipe.schedule.epochs > 0:
@@ -76,17 +95,21 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     if plan is None:
         plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                          seed=recipe.seed)
-    depth = layered_depth(mapping.n_pes, len(net.projections)) if net.layered else PIPELINE_DEPTH
-    clock = plan.clock(dataset.steps, depth).to_dict()
+    depth, frames = (layered_depth(mapping.n_pes, len(net.projections)) if net.layered else PIPELINE_DEPTH), ()
+    if split_stack:
+        sch = bptt_schedule(dataset.steps, lc.truncation or dataset.steps, mapping.n_pes - 1,
+                            _block_indices(net, blocks), len(net.spiking_stack()))
+        depth, frames = sch.ticks - dataset.steps, sch.frames
+    clock = plan.clock(dataset.steps, depth, frames).to_dict()
     if net.layered:
         configs = [_layered_config(recipe, mapping, v, B, clock, weights) for v in mapping.vertices]
     elif bptt:
-        configs = [_bptt_config(recipe, mapping, B, clock, weights)]
+        configs = _bptt_configs(recipe, mapping, B, clock, weights, blocks)
     else:
         configs = _spiking_configs(recipe, mapping, B, clock, weights)
     memory = [make_pe({**c, "streams": 1}).memory() for c in configs] if plan_memory else []
     readout = net.readout
-    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps, "depth": depth,
+    host_config = {"endpoint": mapping.host, "streams": B, "steps": dataset.steps, "depth": depth, "frames": frames,
                    "plan": {"split": plan.split, "epoch": plan.epoch, "idx": plan.idx},
                    "x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test,
                    "y_test": dataset.y_test, "input_keys": _source_keys(mapping, net.input.name),
@@ -107,15 +130,8 @@ def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, we
                        "n_post": net[pr.post].size, "lo": lo, "hi": hi, "connectivity": pr.connectivity,
                        "init_scale": pr.init_scale,
                        "weights": None if weights is None else np.ascontiguousarray(weights[pr.name][:, lo:hi])})
-    km = {"keys": [], "kind": [], "proj": [], "row": []}
-
-    def receive(keys, kind, which):
-        km["keys"].append(np.asarray(keys, np.uint32))
-        km["kind"].append(np.full(len(keys), kind, np.int8))
-        km["proj"].append(np.full(len(keys), which, np.int32))
-        km["row"].append(np.arange(len(keys), dtype=np.int32))
-
-    receive(_global_keys(mapping, net.input.name, "values"), KIND_ACTS, 0)
+    km = _KeyMap()
+    km.add(_global_keys(mapping, net.input.name, "values"), KIND_ACTS, 0)
     keys = {"values": mapping.keys.keys(partition_name(net.readout.name, "values"), v.pe)}
     if n_pes > 1:
         pops = [ly["post"] for ly in layers]
@@ -124,14 +140,13 @@ def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, we
         keys["chain"] = {j: mapping.keys.keys(partition_name(layers[j]["pre"], "chain"), v.pe)
                          for j in range(1, len(layers))}
         for i, p in enumerate(pops):
-            receive(_global_keys(mapping, p, "acts"), KIND_ACTS, i + 1)
-            receive(_global_keys(mapping, p, "counts"), KIND_COUNTS, i)
+            km.add(_global_keys(mapping, p, "acts"), KIND_ACTS, i + 1)
+            km.add(_global_keys(mapping, p, "counts"), KIND_COUNTS, i)
         for j in range(1, len(layers)):  # the partial sums of the PE before, and the finished ones of the last
             part = partition_name(layers[j]["pre"], "chain")
             for src in sorted({v.pe - 1, n_pes - 1} - {-1}):
-                receive(mapping.keys.keys(part, src), KIND_CHAIN, j)
-    order = np.argsort(np.concatenate(km["keys"]), kind="stable")
-    keymap = {k: np.concatenate(a)[order] for k, a in km.items()}
+                km.add(mapping.keys.keys(part, src), KIND_CHAIN, j)
+    keymap = km.table()
     first = net.projections[0]
     return {"pe_id": v.pe, "label": f"PE {v.pe} ({v.describe()})", "population": v.population, "lo": v.lo,
             "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(recipe.learning),
@@ -141,9 +156,15 @@ def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, we
             "record": {"spikes": False, "voltage": False}}
 
 
-def _bptt_config(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights) -> dict:
-    """The one PE of a BPTT run: every hidden layer of the stack, its readout, and a local classifier for every
-    block but the last (drawn like a projection, from the seed and the block's name)."""
+def _block_indices(net, blocks: list[list[str]]) -> list[list[int]]:
+    names = [h.name for h, _, _ in net.spiking_stack()]
+    return [[names.index(n) for n in b] for b in blocks]
+
+
+def _bptt_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights, blocks: list[list[str]]) -> list[dict]:
+    """A BPTT stack: on one PE, every hidden layer, its readout and a local classifier for every block but the
+    last (drawn like a projection, from the seed and the block's name); split, a PE per column slice of every
+    layer and one for the readouts (cores/bptt_pe.py)."""
     net, lc = recipe.network, recipe.learning
     weights = weights if weights is not None else initial_weights(net, recipe.seed)
     tau_out = net.readout.param("tau_out")
@@ -155,30 +176,68 @@ def _bptt_config(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights)
                        "constants": asdict(NeuronConstants.make(h.model, tau_out=tau_out, **params)),
                        "inputs": [(ff.name, net[ff.pre].size)] + ([(rec.name, h.size)] if rec else []),
                        "recurrent": rec is not None})
-    names = [h.name for h, _, _ in stack]
-    blocks = [[names.index(n) for n in b] for b in lc.blocks] or [list(range(len(names)))]
+    blk_idx = _block_indices(net, blocks)
     out_proj = net.incoming(net.readout.name)[0]
     readouts = []
-    for b, blk in enumerate(blocks):
+    for b, blk in enumerate(blk_idx):
         n_last = stack[blk[-1]][0].size
-        if b == len(blocks) - 1:
+        if b == len(blk_idx) - 1:
             readouts.append(weights[out_proj.name])
         else:
             rng = np.random.default_rng([recipe.seed, zlib.crc32(f"local_readout:{b}".encode())])
             readouts.append((rng.standard_normal((n_last, net.readout.size)) / np.sqrt(n_last)).astype(np.float32))
-    v = mapping.vertices[0]
     n_in = net.input.size
-    keymap = {"keys": _source_keys(mapping, net.input.name), "kind": np.full(n_in, KIND_SYNAPSE, np.int8),
-              "proj": np.zeros(n_in, np.int32), "row": np.arange(n_in, dtype=np.int32)}
-    return {"pe_id": 0, "label": f"PE 0 ({v.describe()})", "population": v.population, "lo": 0, "hi": 0,
-            "streams": B, "clock": clock, "learning": asdict(lc), "budget": recipe.machine.pe_budget,
-            "role": "bptt", "layers": layers, "blocks": blocks, "n_in": n_in, "n_classes": net.readout.size,
-            "kappa": NeuronConstants.make("readout", tau_out=tau_out).kappa, "truncation": lc.truncation,
-            "weights": {pr.name: weights[pr.name] for _, ff, rec in stack for pr in (ff, rec) if pr is not None},
-            "readouts": readouts, "readout_projection": out_proj.name, "keymap": keymap,
-            "incoming": [{"name": stack[0][1].name, "pre": net.input.name, "n_pre": n_in}],
-            "out_keys": mapping.keys.keys(partition_name(net.readout.name, "values"), 0),
-            "record": {"spikes": False, "voltage": False}}
+    projections = [pr for _, ff, rec in stack for pr in (ff, rec) if pr is not None]
+    common = {"streams": B, "clock": clock, "learning": asdict(lc), "budget": recipe.machine.pe_budget,
+              "layers": layers, "blocks": blk_idx, "n_in": n_in, "n_classes": net.readout.size,
+              "kappa": NeuronConstants.make("readout", tau_out=tau_out).kappa, "truncation": lc.truncation,
+              "readout_projection": out_proj.name, "record": {"spikes": False, "voltage": False},
+              "incoming": [{"name": stack[0][1].name, "pre": net.input.name, "n_pre": n_in}]}
+    if mapping.n_pes == 1:
+        v = mapping.vertices[0]
+        km = _KeyMap()
+        km.add(_source_keys(mapping, net.input.name), KIND_SYNAPSE, 0)
+        return [{**common, "pe_id": 0, "label": f"PE 0 ({v.describe()})", "population": v.population, "lo": 0,
+                 "hi": 0, "role": "bptt", "weights": {pr.name: weights[pr.name] for pr in projections},
+                 "readouts": readouts, "keymap": km.table(),
+                 "out_keys": mapping.keys.keys(partition_name(net.readout.name, "values"), 0)}]
+    hidden, ro = mapping.vertices[:-1], mapping.vertices[-1]
+    P = len(hidden)
+    tops = [stack[blk[-1]][0].name for blk in blk_idx]
+    keys = mapping.keys
+    has_chain = {ly["name"]: partition_name(ly["name"], "chain") in keys.partition_names for ly in layers}
+    configs = []
+    for v in hidden:
+        slices = [(lo, hi) for _, lo, hi in v.layers]
+        km = _KeyMap()
+        km.add(_global_keys(mapping, net.input.name, "values"), KIND_SPIKES, 0)
+        for i, ly in enumerate(layers):
+            name = ly["name"]
+            km.add(_global_keys(mapping, name, "spikes"), KIND_SPIKES, i + 1)
+            if has_chain[name]:
+                part = partition_name(name, "chain")
+                if v.pe > 0:
+                    km.add(keys.keys(part, v.pe - 1), KIND_CHAIN_PART, i)
+                km.add(keys.keys(part, P - 1), KIND_CHAIN_DONE, i)
+            if name in tops:
+                km.add(keys.keys(partition_name(name, "errors"), v.pe), KIND_ERRORS, i)
+        configs.append({**common, "pe_id": v.pe, "label": f"PE {v.pe} ({v.describe()})", "population": v.population,
+                        "lo": 0, "hi": 0, "role": "bptt_slice", "n_pes": P, "pe_index": v.pe, "slices": slices,
+                        "weights": {pr.name: np.ascontiguousarray(weights[pr.name][:, lo:hi])
+                                    for (lo, hi), (h, ff, rec) in zip(slices, stack)
+                                    for pr in (ff, rec) if pr is not None},
+                        "keys": {"spikes": [keys.keys(partition_name(ly["name"], "spikes"), v.pe) for ly in layers],
+                                 "chain": {i: keys.keys(partition_name(ly["name"], "chain"), v.pe)
+                                           for i, ly in enumerate(layers) if has_chain[ly["name"]]}},
+                        "keymap": km.table()})
+    km = _KeyMap()
+    for name in tops:
+        km.add(_global_keys(mapping, name, "spikes"), KIND_SPIKES, [ly["name"] for ly in layers].index(name) + 1)
+    configs.append({**common, "pe_id": ro.pe, "label": f"PE {ro.pe} ({ro.describe()})", "population": ro.population,
+                    "lo": ro.lo, "hi": ro.hi, "role": "bptt_readout", "n_pes": P, "readouts": readouts,
+                    "keymap": km.table(), "out_keys": keys.keys(partition_name(net.readout.name, "values"), 0),
+                    "error_keys": [_global_keys(mapping, name, "errors") for name in tops]})
+    return configs
 
 
 def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weights) -> list[dict]:
@@ -190,18 +249,14 @@ def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weig
     configs = []
     for v in mapping.vertices:
         pop = net[v.population]
-        incoming, km = [], {"keys": [], "kind": [], "proj": [], "row": []}
+        incoming, km = [], _KeyMap()
         for q, pr in enumerate(net.incoming(pop.name)):
             n_pre = net[pr.pre].size
             incoming.append({"name": pr.name, "pre": pr.pre, "n_pre": n_pre,
                              "weights": np.ascontiguousarray(weights[pr.name][:, v.lo:v.hi]),
                              "self_recurrent": pr.pre == pr.post,
                              "feedback": feedback.get(pr.pre)})
-            keys = _source_keys(mapping, pr.pre)
-            km["keys"].append(keys)
-            km["kind"].append(np.full(n_pre, KIND_SYNAPSE))
-            km["proj"].append(np.full(n_pre, q))
-            km["row"].append(np.arange(n_pre))
+            km.add(_source_keys(mapping, pr.pre), KIND_SYNAPSE, q)
         cfg = {"pe_id": v.pe, "label": f"PE {v.pe} ({v.population}[{v.lo}:{v.hi}])", "population": v.population,
                "lo": v.lo, "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(lc),
                "budget": recipe.machine.pe_budget, "incoming": incoming,
@@ -212,18 +267,11 @@ def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weig
             cfg.update(role="neuron", constants=asdict(NeuronConstants.make(pop.model, tau_out=tau_out, **params)),
                        out_keys=mapping.keys.keys(partition_name(pop.name, "spikes"), v.slice_index))
             if lc.rule != "none":
-                km["keys"].append(mapping.keys.keys(partition_name(pop.name, "errors"), v.slice_index))
-                km["kind"].append(np.full(v.n, KIND_ERROR))
-                km["proj"].append(np.full(v.n, -1))
-                km["row"].append(np.arange(v.n))
+                km.add(mapping.keys.keys(partition_name(pop.name, "errors"), v.slice_index), KIND_ERROR, -1)
         else:
             cfg.update(role="readout", constants={"kappa": NeuronConstants.make("readout", tau_out=tau_out).kappa},
                        out_keys=mapping.keys.keys(partition_name(pop.name, "values"), 0),
                        error_keys=[_global_keys(mapping, pr["pre"], "errors") for pr in incoming])
-        keys = np.concatenate(km["keys"]).astype(np.uint32)
-        order = np.argsort(keys, kind="stable")
-        cfg["keymap"] = {"keys": keys[order], "kind": np.concatenate(km["kind"])[order].astype(np.int8),
-                         "proj": np.concatenate(km["proj"])[order].astype(np.int32),
-                         "row": np.concatenate(km["row"])[order].astype(np.int32)}
+        cfg["keymap"] = km.table()
         configs.append(cfg)
     return configs

@@ -108,6 +108,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "classes": list(b.dataset.classes),
         "ticks": raw.ticks,
         "steps_per_sample": b.dataset.steps,
+        "ticks_per_sample": b.clock.ticks_per_sample,
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,
         "phases": raw.phases,

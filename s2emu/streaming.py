@@ -108,6 +108,9 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     src = open_source(source or recipe.data["path"], spec, words=recipe.data["words"], clips=clips, seed=recipe.seed)
     plan = stream_plan(len(src.labels), learn)
     b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
+    if b.clock.frames:
+        raise S2EmuError("stream needs a chip that takes a frame per tick as the audio arrives; a BPTT stack split "
+                         "over PEs pauses the input while it learns (run it whole on one PE, or use s2emu run)")
     b.host_config.update(kind="stream", audio=src.audio, labels=src.labels, feature_spec=spec.to_dict())
     classes = b.dataset.classes
     # the audio clock: one clip (S = T + 2 ticks) per clip duration, i.e. 102 ticks per second of audio

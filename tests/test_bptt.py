@@ -109,8 +109,8 @@ from s2emu.recipe import load_recipe  # noqa: E402
 from s2emu.runner import run  # noqa: E402
 
 
-def digits(train=640, test=320, epochs=2, **learning):
-    r = load_recipe("recipes/tlbptt_digits.toml").with_overrides(epochs=epochs)
+def digits(train=640, test=320, epochs=2, pes=None, **learning):
+    r = load_recipe("recipes/tlbptt_digits.toml").with_overrides(epochs=epochs, pes=pes)
     r = dataclasses.replace(r, data={**r.data, "max_train": train, "max_test": test})
     return dataclasses.replace(r, learning=dataclasses.replace(r.learning, **learning))
 
@@ -129,14 +129,48 @@ def test_truncation_and_blocks_change_memory_and_work_as_they_should():
     assert macs(local) < 0.8 * macs(full)  # no error crosses into h1 from h2
 
 
+@pytest.mark.parametrize("learning", [{}, {"truncation": 4}, {"truncation": 10, "blocks": (("h1",), ("h2",))}])
+def test_bptt_split_over_pes_is_the_same_bits(learning):
+    """Column slices of every layer on P PEs, the readouts on one more, backward sums chained from PE to PE:
+    the same weights, predictions and total work as the whole stack on one PE."""
+    one = run(digits(train=64, test=32, epochs=1, **learning))
+    largest = [max(p["bytes"] for p in one["per_pe"])]
+    for pes in (2, 3):
+        split = run(digits(train=64, test=32, epochs=1, pes=pes, **learning))
+        assert split["pes"] == pes + 1
+        assert split["state_digest"] == one["state_digest"], pes
+        assert split["accuracy"] == one["accuracy"]
+        total = lambda r, k: sum(c[k] for c in r["pe_counters"])  # noqa: E731
+        assert total(split, "macs") == total(one, "macs")
+        assert total(split, "accesses") > total(one, "accesses")  # every PE reads its own copy of the input
+        largest.append(max(p["bytes"] for p in split["per_pe"]))
+    assert largest == sorted(largest, reverse=True) and largest[-1] < 0.5 * largest[0]
+
+
+def test_a_split_sample_pauses_the_input_while_a_window_learns():
+    from s2emu.cores.bptt_pe import bptt_schedule
+    P = 4
+    full, trunc = bptt_schedule(28, 28, P, [[0, 1]], 2), bptt_schedule(28, 7, P, [[0, 1]], 2)
+    assert full.frames == list(range(28))  # one window: the frames stream, then the backward pass
+    for sch, n in ((full, 28), (trunc, 7)):
+        h1, h2 = (sorted(c for c, items in sch.backward.items() for i, _, _ in items if i == layer)[:n]
+                  for layer in (0, 1))
+        assert set(np.diff(h1)) == set(np.diff(h2)) == {P}  # a step per chain of P ticks
+        assert h1[0] == h2[0] + P  # the layer below waits for the layer above's sums
+        assert h2[0] > sch.frames[n - 1] + 2  # after the window's last readout step
+    assert trunc.frames[:7] == list(range(7)) and trunc.frames[7] == h1[-1]  # the next window waits
+    assert trunc.ticks > full.ticks  # truncation saves history, not chip time
+
+
 @pytest.mark.ray
 def test_bptt_is_the_same_on_the_ray_engine(ray_local):
     r = digits(train=64, test=32, epochs=1, truncation=5, blocks=(("h1",), ("h2",)))
-    assert run(r, engine="ray")["state_digest"] == run(r)["state_digest"]
+    one = run(r)["state_digest"]
+    assert run(r, engine="ray")["state_digest"] == one
+    assert run(r.with_overrides(pes=2), engine="ray")["state_digest"] == one
 
 
 def test_bptt_recipe_errors_name_the_problem():
-    r = load_recipe("recipes/tlbptt_digits.toml")
     import tomllib
 
     from s2emu.recipe import parse_recipe
@@ -146,9 +180,11 @@ def test_bptt_recipe_errors_name_the_problem():
     extra = {**doc, "projections": [*doc["projections"], {"pre": "input", "post": "h2"}]}
     with pytest.raises(RecipeError, match="not part of it: input->h2"):
         parse_recipe(extra)
-    with pytest.raises(RecipeError, match="whole network on one PE"):
-        from s2emu.build import build
-        build(r.with_overrides(pes=2), load_data=False)
+    from s2emu.build import build
+    from s2emu.errors import MachineError
+    pops = [{**p, "max_atoms_per_core": 1} if p["name"] == "h1" else p for p in doc["populations"]]
+    with pytest.raises(MachineError, match="layer 'h2' has 64 neurons, fewer than the 128 PEs"):
+        build(parse_recipe({**doc, "populations": pops}))
 
 
 def test_sweep_writes_a_table_and_plot(tmp_path):
