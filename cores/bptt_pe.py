@@ -143,6 +143,8 @@ class _BpttBase(ProcessingElement):
 class BpttPE(_BpttBase):
     """The whole stack and its readouts on one PE."""
 
+    STATE_ATTRS = ("pending", "stack.t", "stack.w0")
+
     def __init__(self, config: dict):
         super().__init__(config)
         lc = self.lc

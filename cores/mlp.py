@@ -50,6 +50,18 @@ def slice_capacity(k: int, n_pre: int, n_post: int, cols: int, n_pes: int) -> in
 
 
 class LayeredPE(ProcessingElement):
+    STATE_ATTRS = ("rewire_due", "active")
+
+    @property
+    def active(self) -> list[int]:
+        """Active connections per layer (each SparseLayer keeps them in storage positions [0, n))."""
+        return [sl.n for sl in self.sparse]
+
+    @active.setter
+    def active(self, counts: list[int]) -> None:
+        for sl, n in zip(self.sparse, counts):
+            sl.n = int(n)
+
     def __init__(self, config: dict):
         super().__init__(config)
         L = self.ledger

@@ -67,8 +67,25 @@ def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
 _ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (1 MB of float32)
 
 
+def _get_path(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_path(obj, path: str, value) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    setattr(obj, last, value)
+
+
 class ProcessingElement:
-    """Shared parts: configuration, ledger, inbound decoding, counters, recording."""
+    """Shared parts: configuration, ledger, inbound decoding, counters, recording, checkpoint state."""
+
+    # plain values a PE keeps beside its ledger, saved in checkpoints; each class names its own (dotted paths
+    # reach into parts); everything else a PE keeps is in its ledger
+    STATE_ATTRS = ("updates",)
 
     def __init__(self, config: dict):
         self.config = config
@@ -164,6 +181,21 @@ class ProcessingElement:
         self.counters["macs"] += int(macs)
         self.counters["accesses"] += int(accesses)
 
+    def _state_attrs(self) -> list[str]:
+        return [a for cls in reversed(type(self).__mro__) for a in cls.__dict__.get("STATE_ATTRS", ())]
+
+    def snapshot(self) -> dict:
+        """This PE's whole state (s2emu/checkpoint.py)."""
+        return {"ledger": self.ledger.arrays, "counters": dict(self.counters),
+                "attrs": {a: _get_path(self, a) for a in self._state_attrs()}}
+
+    def restore(self, state: dict) -> None:
+        self.ledger.restore(state["ledger"])
+        self.counters.clear()
+        self.counters.update(state["counters"])
+        for a in self._state_attrs():
+            _set_path(self, a, state["attrs"][a])
+
     def lr_for(self, sample: int) -> float:
         lc = self.lc
         decays = int(self.clock.epoch[sample]) // lc["lr_decay_every"] if lc["lr_decay_every"] else 0
@@ -179,6 +211,8 @@ class ProcessingElement:
 
 class NeuronPE(ProcessingElement):
     """A slice [lo, hi) of a LIF/ALIF population, its incoming synapse rows and its e-prop state."""
+
+    STATE_ATTRS = ("pending", "spike_log", "voltage_log")
 
     def __init__(self, config: dict):
         super().__init__(config)

@@ -28,6 +28,7 @@ class SramLedger:
         self.budget = int(budget)
         self.streams = int(streams)
         self.items: list[Allocation] = []
+        self.arrays: dict[str, np.ndarray] = {}  # what a checkpoint saves: every array the PE keeps
 
     @property
     def total(self) -> int:
@@ -43,7 +44,21 @@ class SramLedger:
         self.items.append(Allocation(name, shape, dtype.name, nbytes))
         self.check()
         full = (self.streams, *shape) if batched else shape
-        return np.full(full, fill, dtype=dtype)
+        self.arrays[name] = arr = np.full(full, fill, dtype=dtype)
+        return arr
+
+    def restore(self, arrays: dict) -> None:
+        """Put a checkpoint's arrays back, in place (the PE's references stay valid)."""
+        from s2emu.checkpoint import CheckpointError
+        if set(arrays) != set(self.arrays):
+            missing = sorted(set(self.arrays) ^ set(arrays))[:3]
+            raise CheckpointError(f"{self.owner}: the checkpoint's arrays differ from this PE's ({', '.join(missing)})")
+        for name, arr in self.arrays.items():
+            src = arrays[name]
+            if src.shape != arr.shape or src.dtype != arr.dtype:
+                raise CheckpointError(f"{self.owner}: checkpoint array '{name}' is {src.dtype}{list(src.shape)}, "
+                                      f"this PE keeps {arr.dtype}{list(arr.shape)}")
+            arr[...] = src
 
     def check(self) -> None:
         if self.total > self.budget:

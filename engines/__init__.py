@@ -17,6 +17,8 @@ class RawRun:
     ticks: int
     wall_seconds: float
     phases: dict = field(default_factory=dict)  # seconds spent per phase, where the engine can tell
+    resumed_from: int = 0  # the tick a resumed run started from (0: from the start)
+    checkpoints: int = 0  # checkpoints written
 
 
 @dataclass
@@ -33,16 +35,18 @@ TRANSPORTS = ("channels", "calls")  # the ray engine's per-tick exchange; the lo
 
 
 def run_engine(name: str, build, *, progress=None, address: str | None = None,
-               transport: str = "channels", observer=None) -> RawRun:
+               transport: str = "channels", observer=None, checkpointer=None, resume=None) -> RawRun:
     """Run `build` on engine `name`. `transport` (ray only): "channels", direct channels between the
     router actor and the endpoints (fast, default), or "calls", one Ray actor call per endpoint per tick.
     `observer(status)`, if given, is called once before the first tick with a function that returns the
-    run's LiveStatus at any time (for live views)."""
+    run's LiveStatus at any time (for live views). `checkpointer` (s2emu.checkpoint.Checkpointer) writes the
+    state every so many ticks; `resume`, a checkpoint's payload, continues from it."""
+    kw = {"progress": progress, "observer": observer, "checkpointer": checkpointer, "resume": resume}
     if name == "local":
         from .local import run_local
-        return run_local(build, progress=progress, observer=observer)
+        return run_local(build, **kw)
     if name == "ray":
         from .ray_engine import run_ray
-        return run_ray(build, progress=progress, address=address, transport=transport, observer=observer)
+        return run_ray(build, address=address, transport=transport, **kw)
     from s2emu.errors import S2EmuError
     raise S2EmuError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")

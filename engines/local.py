@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 
+from s2emu.checkpoint import pack, unpack
 from s2emu.cores.pe import make_pe
 from s2emu.host.host import make_host
+from s2emu.router.packets import decode, encode
 from s2emu.router.router import Router
 
 from . import LiveStatus, RawRun
 
 
-def run_local(build, *, progress=None, observer=None) -> RawRun:
+def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=None) -> RawRun:
+    """checkpointer (s2emu.checkpoint.Checkpointer): write the state every so many ticks; resume: a
+    checkpoint's payload to continue from."""
     t0 = time.perf_counter()
     pes = [make_pe(c) for c in build.pe_configs]
     host = make_host(build.host_config)
@@ -19,12 +23,21 @@ def run_local(build, *, progress=None, observer=None) -> RawRun:
     router = Router(m.table, m.n_endpoints, streams=host.B)
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
     inbound = [None] * len(actors)
+    start = 0
+    if resume is not None:
+        for actor, state in zip(actors, resume["endpoints"]):
+            actor.restore(unpack(state))
+        router.restore(resume["router"])
+        inbound = [None if b is None else decode(b) for b in resume["inbound"]]
+        start = int(resume["tick"])
+        if progress is not None:
+            progress(start)
     if observer is not None:
         scores = getattr(host, "clip_scores", lambda: None)
         observer(lambda: LiveStatus(router.routed, router.mc_sent.tolist(), scores()))
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
-    for tick in range(n_ticks):
+    for tick in range(start, n_ticks):
         a = time.perf_counter()
         outs = [actor.step(tick, inbound[e]) for e, actor in enumerate(actors)]
         b = time.perf_counter()
@@ -34,6 +47,9 @@ def run_local(build, *, progress=None, observer=None) -> RawRun:
         t_route += time.perf_counter() - b
         if progress is not None:
             progress(1)
+        if checkpointer is not None and checkpointer.due(tick + 1):
+            checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(),
+                               [None if b is None else encode(b) for b in inbound])
     return RawRun(
         host_results=host.results(),
         weights={pe.pe_id: pe.weights() for pe in pes},
@@ -44,4 +60,6 @@ def run_local(build, *, progress=None, observer=None) -> RawRun:
         ticks=n_ticks,
         wall_seconds=time.perf_counter() - t0,
         phases={"step": t_step, "route": t_route},
+        resumed_from=start,
+        checkpoints=0 if checkpointer is None else checkpointer.written,
     )

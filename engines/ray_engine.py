@@ -39,10 +39,11 @@ CONNECT_TIMEOUT = 60.0  # seconds for the endpoints, already up, to connect thei
 # Channel messages. Router -> endpoint: 8-byte signed tick, then the inbound batch's msgpack bytes (none at
 # the first tick); tick STOP ends the endpoint's serve loop. Endpoint -> router: one status byte, then the
 # outbound batch's bytes (OK) or a pickled (exception, formatted traceback) pair (ERROR). The endpoint's
-# first message after connecting is its index (8 bytes).
+# first message after connecting is its index (8 bytes). Tick SNAPSHOT asks for the endpoint's state instead
+# of a step: it answers OK and the msgpack of its state (s2emu/checkpoint.py).
 _TICK = "<q"  # a format, not a struct.Struct: Ray pickles the actor classes, and a Struct does not pickle
 _TICK_SIZE = struct.calcsize(_TICK)
-STOP = -1
+STOP, SNAPSHOT = -1, -2
 OK, ERROR = b"\x00", b"\x01"
 
 
@@ -65,6 +66,7 @@ def _error_message(exc: BaseException) -> bytes:
 
 def _actor_classes():
     import ray
+    from s2emu.checkpoint import pack, unpack
     from s2emu.cores.pe import make_pe
     from s2emu.host.host import Host, make_host
     from s2emu.router.packets import decode, encode
@@ -82,6 +84,12 @@ def _actor_classes():
 
         def step(self, tick, inbound):
             return encode(self.obj.step(tick, decode(inbound) if inbound is not None else None))
+
+        def snapshot(self):
+            return pack(self.obj.snapshot())
+
+        def restore(self, state):
+            self.obj.restore(unpack(state))
 
         def serve(self, address, authkey, endpoint_index):
             """Step over a direct channel to the router until it sends STOP or goes away.
@@ -103,8 +111,11 @@ def _actor_classes():
                     if tick == STOP:
                         return "stopped"
                     try:
-                        inbound = decode(memoryview(msg)[_TICK_SIZE:]) if len(msg) > _TICK_SIZE else None
-                        out, status = OK + encode(self.obj.step(tick, inbound)), None
+                        if tick == SNAPSHOT:
+                            out, status = OK + pack(self.obj.snapshot()), None
+                        else:
+                            inbound = decode(memoryview(msg)[_TICK_SIZE:]) if len(msg) > _TICK_SIZE else None
+                            out, status = OK + encode(self.obj.step(tick, inbound)), None
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
                         out, status = _error_message(e), "failed"
                     try:
@@ -291,6 +302,41 @@ def _actor_classes():
         def counters(self):
             return self.router.counters_dict(), self.router.drop_report(), self.busy
 
+        # ------------------------------------------------------------ checkpoints
+
+        def snapshot(self):
+            """Every endpoint's state (msgpack bytes each), the router's, and the packets in flight; between
+            advances, when no endpoint is stepping."""
+            if self.failure is not None:
+                raise self.failure
+            if self.conns is None:
+                states = ray.get([a.snapshot.remote() for a in self.endpoints])
+            else:
+                for e in range(self.n):
+                    self._send_control(e, SNAPSHOT)
+                states = [None] * self.n
+                for e, c in enumerate(self.conns):
+                    try:
+                        msg = c.recv_bytes()
+                    except (EOFError, OSError) as exc:
+                        self._fail(self._died(e, "snapshot", exc))
+                    if msg[:1] != OK:
+                        err, tb = pickle.loads(msg[1:])
+                        err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at a snapshot:\n{tb}")
+                        self._fail(err)
+                    states[e] = bytes(memoryview(msg)[1:])
+            return states, self.router.snapshot(), list(self.inbound)
+
+        def restore(self, router_state, inbound):
+            self.router.restore(router_state)
+            self.inbound = list(inbound)
+
+        def _send_control(self, e, code):
+            try:
+                self.conns[e].send_bytes(struct.pack(_TICK, code))
+            except OSError as exc:
+                self._fail(self._died(e, "snapshot", exc))
+
     return EndpointActor, RouterActor
 
 
@@ -320,18 +366,18 @@ def _unwrap(e: Exception) -> Exception:
 
 
 def run_ray(build, *, progress=None, address: str | None = None, transport: str = "channels",
-            on_ready=None, observer=None) -> RawRun:
+            on_ready=None, observer=None, checkpointer=None, resume=None) -> RawRun:
     """Run `build` with one actor per PE. `transport`: "channels" (direct channels, default) or "calls"
     (one Ray call per endpoint per tick). `on_ready(pids)`, if given, is called once every actor is up
     with {"pes": [pid, ...], "host": pid, "router": pid} (tests use it to kill an actor). `observer`:
-    as in engines.run_engine."""
+    as in engines.run_engine, and so are `checkpointer` and `resume`."""
     import ray
 
     if transport not in TRANSPORTS:
         raise S2EmuError(f"unknown ray transport '{transport}' (known: {', '.join(TRANSPORTS)})")
     started = start_ray(address)
     try:
-        return _run(build, progress, transport, on_ready, observer)
+        return _run(build, progress, transport, on_ready, observer, checkpointer, resume)
     except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
         raise _unwrap(e) from None
     finally:
@@ -396,7 +442,7 @@ class _Watch:
             self.pending, self.asked = self.host.clip_scores.remote(), time.monotonic()
 
 
-def _run(build, progress, transport, on_ready, observer) -> RawRun:
+def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -> RawRun:
     import ray
 
     EndpointActor, RouterActor = _actor_classes()
@@ -409,10 +455,18 @@ def _run(build, progress, transport, on_ready, observer) -> RawRun:
     names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
     router = RouterActor.remote(m.table, actors, build.host_config["streams"], names)
     serving = {}  # serve call -> endpoint index
-    queued = deque()  # (advance call, ticks) not awaited yet; one queued behind the running one keeps the
-    # router busy between driver calls
+    queued = deque()  # (advance call, ticks, None) or (snapshot call, 0, tick) not awaited yet; one queued
+    # behind the running one keeps the router busy between driver calls
     try:
         pids = ray.get([a.ready.remote() for a in (*actors, router)])
+        tick = 0
+        if resume is not None:
+            ray.get([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])]
+                    + [router.restore.remote(resume["router"], resume["inbound"])])
+            tick = int(resume["tick"])
+            if progress is not None:
+                progress(tick)
+        start = tick
         if on_ready is not None:
             on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[-1]})
         if transport == "channels":
@@ -426,17 +480,21 @@ def _run(build, progress, transport, on_ready, observer) -> RawRun:
             observer(lambda: watch.status)
         n_ticks = build.n_ticks
         t1 = time.perf_counter()
-        tick = 0
         while tick < n_ticks or queued:
             if tick < n_ticks:
-                count = min(CHUNK, n_ticks - tick)
-                queued.append((router.advance.remote(tick, count), count))
-                tick += count
-            if len(queued) == 2 or tick >= n_ticks:
-                counters = _get(queued[0][0], serving)
-                done = queued.popleft()[1]
+                end = min(tick + CHUNK, checkpointer.next_due(tick) if checkpointer else n_ticks)
+                queued.append((router.advance.remote(tick, end - tick), end - tick, None))
+                tick = end
+                if checkpointer is not None and checkpointer.due(tick):
+                    queued.append((router.snapshot.remote(), 0, tick))
+            if len(queued) >= 2 or tick >= n_ticks:
+                ref, done, at = queued.popleft()
+                got = _get(ref, serving)
+                if at is not None:  # the state after `at` ticks
+                    checkpointer.write(at, *got)
+                    continue
                 if watch is not None:
-                    watch.update(counters)
+                    watch.update(got)
                 if progress is not None:
                     progress(done)
         t_run = time.perf_counter() - t1
@@ -449,7 +507,7 @@ def _run(build, progress, transport, on_ready, observer) -> RawRun:
     except BaseException:
         for a in (*actors, router):
             ray.kill(a)
-        _discard([r for r, _ in queued] + list(serving) + ([watch.pending] if watch and watch.pending else []))
+        _discard([r for r, _, _ in queued] + list(serving) + ([watch.pending] if watch and watch.pending else []))
         raise
     for a in (*actors, router):
         ray.kill(a)
@@ -463,4 +521,6 @@ def _run(build, progress, transport, on_ready, observer) -> RawRun:
         ticks=n_ticks,
         wall_seconds=time.perf_counter() - t0,
         phases={"start_actors": t_start, "run": t_run, "router_busy": router_busy},
+        resumed_from=start,
+        checkpoints=0 if checkpointer is None else checkpointer.written,
     )

@@ -115,6 +115,14 @@ class Host:
         self.counters["packets_out"] += len(out)
         return out
 
+    def snapshot(self) -> dict:
+        """The host's state for a checkpoint: the scores so far (the plan fixes what comes next)."""
+        return {"scores": self.scores, "counters": dict(self.counters)}
+
+    def restore(self, state: dict) -> None:
+        self.scores[...] = state["scores"]
+        self.counters.update(state["counters"])
+
     def _collect(self, tick: int, inbound: PacketBatch):
         self.counters["packets_in"] += len(inbound)
         if len(inbound.mc_keys) or len(inbound.p2p_dest):

@@ -83,6 +83,9 @@ class StreamHost(Host):
         self.ready = -1  # last clip whose features are complete
         self._push(0, 0, self.spec.clip_samples)  # pre-roll: clip 0
 
+    def snapshot(self) -> dict:
+        raise S2EmuError("a streaming run is not checkpointed: its audio and features live in the stream")
+
     def _push(self, clip: int, lo: int, hi: int):
         if clip >= len(self.audio) or lo >= hi:
             return

@@ -67,6 +67,23 @@ class Router:
         self.link_sent = np.zeros(N_LINKS, dtype=np.int64)
         self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
 
+    _COUNTERS = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "delivered",
+                 "mc_sent", "link_sent", "first_drops")
+
+    def snapshot(self) -> dict:
+        """The router's counters for a checkpoint (its table comes from the build)."""
+        return {k: getattr(self, k) for k in self._COUNTERS}
+
+    def restore(self, state: dict) -> None:
+        for k in self._COUNTERS:
+            v = state[k]
+            if isinstance(getattr(self, k), np.ndarray):
+                getattr(self, k)[...] = v
+            elif k == "first_drops":
+                self.first_drops = [tuple(d) for d in v]
+            else:
+                setattr(self, k, int(v))
+
     # ------------------------------------------------------------------ routing
 
     def _check(self, batches) -> list[PacketBatch]:

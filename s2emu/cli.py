@@ -119,9 +119,13 @@ def cmd_run(args) -> dict:
     if not args.quiet:
         err_console.print(f"[bold]{recipe.name}[/]: {recipe.description}")
     try:
+        ckpt = args.checkpoint or (str(Path(args.out or f"runs/{recipe.name}") / "checkpoint.s2ckpt")
+                                   if args.out != "-" else f"{recipe.name}.s2ckpt")
+        if args.checkpoint_every:
+            Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
-                     progress=progress,
-                     allow_drops=args.allow_drops, weights=weights)
+                     progress=progress, allow_drops=args.allow_drops, weights=weights,
+                     checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume)
     finally:
         progress.stop()
     if args.out != "-":
@@ -373,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default runs/<recipe name>; '-' writes nothing)")
     sp.add_argument("--model", metavar="FILE.npz", help="start from a trained model instead of initial weights")
     sp.add_argument("--data", metavar="PATH", help="corpus folder or archive instead of the recipe's")
+    sp.add_argument("--checkpoint-every", type=int, metavar="TICKS",
+                    help="write the whole emulation state every TICKS ticks (atomically, over the last one)")
+    sp.add_argument("--checkpoint", metavar="FILE", help="where checkpoints go (default <out>/checkpoint.s2ckpt)")
+    sp.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written by the same command line")
     sp = sub.add_parser("eval", help="evaluate a trained model on a corpus (plain and balanced accuracy)")
     common(sp)
     sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")

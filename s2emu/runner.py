@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 
+from .checkpoint import Checkpointer, check_matches, read_checkpoint
 from .build import Build, build as build_run
 from .engines import RawRun, run_engine
 from .errors import RoutingError, S2EmuError
@@ -74,15 +75,23 @@ def sparse_weight_bytes(b: Build) -> int:
 
 
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
-        progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None) -> dict:
+        progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
+        checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
-    weights: start from a trained model instead of the seeded initial weights."""
+    weights: start from a trained model instead of the seeded initial weights. checkpoint_every: write the
+    whole state to `checkpoint` after every so many ticks; resume: continue from a checkpoint file (written by
+    the same command line)."""
     b = build_run(recipe, weights=weights)
+    payload = None
+    if resume is not None:
+        payload = read_checkpoint(resume)
+        check_matches(payload, b, resume)
+    checkpointer = Checkpointer(checkpoint or "s2emu.ckpt", checkpoint_every, b) if checkpoint_every else None
     if progress is not None:
         progress.start(b.n_ticks)
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address,
-                     transport=transport)
+                     transport=transport, checkpointer=checkpointer, resume=payload)
     if raw.drop_report and not allow_drops:
         raise RoutingError(raw.drop_report)
     if raw.host_results["missing_outputs"]:
@@ -109,6 +118,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "ticks": raw.ticks,
         "steps_per_sample": b.dataset.steps,
         "ticks_per_sample": b.clock.ticks_per_sample,
+        "resumed_from_tick": raw.resumed_from,
+        "checkpoints_written": raw.checkpoints,
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,
         "phases": raw.phases,

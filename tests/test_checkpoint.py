@@ -1,0 +1,131 @@
+"""Checkpoint and resume (s2emu/checkpoint.py): a run stopped and resumed ends with the same state_digest as one
+never stopped, on both engines and for every kind of PE; damaged or foreign checkpoints are refused."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from s2emu.checkpoint import CheckpointError, read_checkpoint
+from s2emu.recipe import load_recipe
+from s2emu.runner import run
+
+
+class Stop(Exception):
+    pass
+
+
+class StopAt:
+    """A progress sink that stops the run (as Ctrl-C would) once `at` ticks are done."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def start(self, n):
+        self.done = 0
+
+    def advance(self, k):
+        self.done += k
+        if self.done >= self.at:
+            raise Stop
+
+
+def recipe(name, pes=None, **data):
+    r = load_recipe(f"recipes/{name}.toml").with_overrides(epochs=1, pes=pes)
+    return dataclasses.replace(r, data={**r.data, **data}) if data else r
+
+
+CASES = {  # e-prop spiking PEs; DEEP R layered PEs split over 2; BPTT, truncated, split over 2 with its readout PE
+    "smoke": lambda: recipe("smoke"),
+    "deepr": lambda: recipe("deepr_mnist", pes=2, max_train=48, max_test=16),
+    "bptt": lambda: dataclasses.replace(r := recipe("tlbptt_digits", pes=2, max_train=64, max_test=32),
+                                        learning=dataclasses.replace(r.learning, truncation=7)),
+}
+
+
+def stopped_and_resumed(r, tmp_path, engine="local", **kw):
+    full = run(r, engine=engine, **kw)
+    path = tmp_path / "run.s2ckpt"
+    with pytest.raises(Stop):
+        run(r, engine=engine, progress=StopAt(full["ticks"] * 2 // 3), checkpoint=str(path),
+            checkpoint_every=full["ticks"] // 4, **kw)
+    resumed = run(r, engine=engine, resume=str(path), **kw)
+    return full, resumed
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_stopped_run_resumes_to_the_same_digest(case, tmp_path):
+    full, resumed = stopped_and_resumed(CASES[case](), tmp_path)
+    assert 0 < resumed["resumed_from_tick"] < full["ticks"]
+    assert resumed["state_digest"] == full["state_digest"]
+    assert resumed["accuracy"] == full["accuracy"] and resumed["test_loss"] == full["test_loss"]
+    assert resumed["router"] == full["router"] and resumed["pe_counters"] == full["pe_counters"]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("transport", ["channels", "calls"])
+def test_a_stopped_ray_run_resumes_to_the_same_digest(transport, tmp_path, ray_local):
+    r = CASES["bptt"]()
+    full, resumed = stopped_and_resumed(r, tmp_path, engine="ray", transport=transport)
+    assert resumed["state_digest"] == full["state_digest"] == run(r)["state_digest"]
+
+
+@pytest.mark.ray
+def test_a_checkpoint_moves_between_engines(tmp_path, ray_local):
+    r = CASES["smoke"]()
+    full = run(r)
+    path = tmp_path / "run.s2ckpt"
+    with pytest.raises(Stop):
+        run(r, engine="ray", progress=StopAt(full["ticks"] // 2), checkpoint=str(path),
+            checkpoint_every=full["ticks"] // 3)
+    assert run(r, resume=str(path))["state_digest"] == full["state_digest"]
+
+
+def test_a_killed_cli_run_resumes(tmp_path):
+    """SIGKILL from outside while the CLI runs, then --resume: the digest of a run never stopped."""
+    ckpt = tmp_path / "run.s2ckpt"
+    cmd = [sys.executable, "-m", "s2emu", "run", "recipes/smoke.toml", "--epochs", "3", "--out", "-", "--quiet",
+           "--json"]
+    p = subprocess.Popen(cmd + ["--checkpoint-every", "100", "--checkpoint", str(ckpt)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resumed = subprocess.run(cmd + ["--resume", str(ckpt)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    a, b = json.loads(resumed.stdout), json.loads(full.stdout)
+    assert a["resumed_from_tick"] > 0 and a["state_digest"] == b["state_digest"]
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
+    r = CASES["smoke"]()
+    path = tmp_path / "run.s2ckpt"
+    with pytest.raises(Stop):
+        run(r, progress=StopAt(300), checkpoint=str(path), checkpoint_every=200)
+    data = path.read_bytes()
+    read_checkpoint(path)  # whole: reads
+    (tmp_path / "cut").write_bytes(data[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        run(r, resume=str(tmp_path / "cut"))
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x40
+    (tmp_path / "flip").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="checksum"):
+        run(r, resume=str(tmp_path / "flip"))
+    (tmp_path / "other").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match="not an s2emu checkpoint"):
+        run(r, resume=str(tmp_path / "other"))
+    with pytest.raises(CheckpointError, match="different emulation"):
+        run(r.with_overrides(seed=r.seed + 1), resume=str(path))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        run(r, resume=str(tmp_path / "missing"))
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
