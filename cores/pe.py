@@ -53,9 +53,17 @@ def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
     active = np.flatnonzero(x.any(axis=0))
     if len(active) == 0:
         return 0
+    width = x.shape[0] * rows.shape[1]
+    if width >= _LOOP_WIDTH:  # wide rows: the loop itself, each add vectorised over the row
+        term = np.empty_like(out)
+        for i in active:
+            np.multiply(x[:, i, None], rows[i], out=term)
+            out += term
+        return len(active)
     # add.accumulate is a strict left-to-right recurrence (unlike add.reduce, which sums pairwise), so the
-    # last partial sum is exactly the loop `for i in active: out += x[:, i] * rows[i]`, in a few numpy calls.
-    step = max(1, _ACCUMULATE_ELEMENTS // max(1, x.shape[0] * rows.shape[1]))
+    # last partial sum is exactly the loop above, in a few numpy calls; fast for narrow rows (an e-prop PE's
+    # slice at batch 1), slow for wide ones, as it walks the accumulated axis with a stride.
+    step = max(1, _ACCUMULATE_ELEMENTS // max(1, width))
     for lo in range(0, len(active), step):
         part = active[lo:lo + step]
         terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]: accumulate over the leading axis
@@ -65,6 +73,7 @@ def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
 
 
 _ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (1 MB of float32)
+_LOOP_WIDTH = 512  # B x n from which ordered_accumulate loops over the rows instead (same bits, faster)
 
 
 def _get_path(obj, path: str):

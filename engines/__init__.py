@@ -19,6 +19,7 @@ class RawRun:
     phases: dict = field(default_factory=dict)  # seconds spent per phase, where the engine can tell
     resumed_from: int = 0  # the tick a resumed run started from (0: from the start)
     checkpoints: int = 0  # checkpoints written
+    restarts: int = 0  # times the emulation was restarted from a checkpoint after a process died (ray)
 
 
 @dataclass
@@ -35,18 +36,20 @@ TRANSPORTS = ("channels", "calls")  # the ray engine's per-tick exchange; the lo
 
 
 def run_engine(name: str, build, *, progress=None, address: str | None = None,
-               transport: str = "channels", observer=None, checkpointer=None, resume=None) -> RawRun:
+               transport: str = "channels", observer=None, checkpointer=None, resume=None,
+               max_restarts: int = 0, log=None) -> RawRun:
     """Run `build` on engine `name`. `transport` (ray only): "channels", direct channels between the
     router actor and the endpoints (fast, default), or "calls", one Ray actor call per endpoint per tick.
     `observer(status)`, if given, is called once before the first tick with a function that returns the
     run's LiveStatus at any time (for live views). `checkpointer` (s2emu.checkpoint.Checkpointer) writes the
-    state every so many ticks; `resume`, a checkpoint's payload, continues from it."""
+    state every so many ticks; `resume`, a checkpoint's payload, continues from it. `max_restarts` (ray only):
+    restarts from the last checkpoint when a process dies; `log(message)` hears of each."""
     kw = {"progress": progress, "observer": observer, "checkpointer": checkpointer, "resume": resume}
     if name == "local":
         from .local import run_local
         return run_local(build, **kw)
     if name == "ray":
         from .ray_engine import run_ray
-        return run_ray(build, address=address, transport=transport, **kw)
+        return run_ray(build, address=address, transport=transport, max_restarts=max_restarts, log=log, **kw)
     from s2emu.errors import S2EmuError
     raise S2EmuError(f"unknown engine '{name}' (known: {', '.join(ENGINES)})")

@@ -29,12 +29,16 @@ import time
 import traceback
 from collections import deque
 
-from s2emu.errors import S2EmuError
+from s2emu.errors import ActorDiedError, S2EmuError
+
+from s2emu.checkpoint import read_checkpoint
 
 from . import TRANSPORTS, LiveStatus, RawRun
 
 CHUNK = 25  # ticks the router advances per driver call (progress granularity)
 CONNECT_TIMEOUT = 60.0  # seconds for the endpoints, already up, to connect their channels to the router
+START_TIMEOUT = 180.0  # seconds for every actor to start (and restore a checkpoint)
+STALL_TIMEOUT = 300.0  # seconds without a chunk of CHUNK ticks (or a snapshot, or the results) done: a hang
 
 # Channel messages. Router -> endpoint: 8-byte signed tick, then the inbound batch's msgpack bytes (none at
 # the first tick); tick STOP ends the endpoint's serve loop. Endpoint -> router: one status byte, then the
@@ -212,8 +216,8 @@ def _actor_classes():
             raise exc
 
         def _died(self, e, tick, exc):
-            return S2EmuError(f"an actor of the emulation died: {self.names[e]} (endpoint {e}) closed its "
-                              f"channel during tick {tick} ({type(exc).__name__})")
+            return ActorDiedError(f"an actor of the emulation died: {self.names[e]} (endpoint {e}) closed its "
+                                  f"channel during tick {tick} ({type(exc).__name__})")
 
         def _send(self, e, tick):
             """Endpoint e's message for `tick`: the tick, then its inbound batch (none at tick 0)."""
@@ -348,38 +352,123 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     kw = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     if address:
-        ray.init(address=address, **kw)
+        _check_reachable(address)
+        # Ray retries a GCS that does not answer for ~20 s (one try per second); a few tries are enough to
+        # tell a cluster from something else listening on that port
+        from ray._private import ray_constants
+        retries = getattr(ray_constants, "NUM_REDIS_GET_RETRIES", None)
+        if retries is not None:
+            ray_constants.NUM_REDIS_GET_RETRIES = min(retries, JOIN_RETRIES)
+        try:
+            ray.init(address=address, **kw)
+        except ConnectionError as e:
+            raise S2EmuError(f"cannot join the Ray cluster at {address}: {e}") from None
+        finally:
+            if retries is not None:
+                ray_constants.NUM_REDIS_GET_RETRIES = retries
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, _node_ip_address="127.0.0.1",
                  object_store_memory=200 * 1024 * 1024, **kw)
     return True
 
 
+REACH_TIMEOUT = 4.0  # seconds to reach a cluster's address before giving up (Ray itself would retry for minutes)
+JOIN_RETRIES = 4  # tries (about a second each) for Ray to reach the cluster's GCS behind that address
+
+
+def _check_reachable(address: str) -> None:
+    """A clear error at once when --address names no running cluster, where ray.init would retry for minutes."""
+    import socket
+
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS", "")
+        if not target:
+            try:
+                target = open("/tmp/ray/ray_current_cluster").read().strip()
+            except OSError:
+                target = ""
+        if not target:
+            raise S2EmuError("--address auto: no Ray cluster is running on this machine (start one with "
+                             "`ray start --head`, or drop --address to run on a private local Ray)")
+    hostport = target.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise S2EmuError(f"--address {address}: expected HOST:PORT (the head node's GCS address), or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as e:
+        raise S2EmuError(f"no Ray cluster at {target}: {e.strerror or e} (start one with `ray start --head`, "
+                         f"or drop --address to run on a private local Ray)") from None
+
+
 def _unwrap(e: Exception) -> Exception:
     import ray
 
-    if isinstance(e, ray.exceptions.RayTaskError) and isinstance(e.cause, S2EmuError):
-        return e.cause
+    if isinstance(e, ray.exceptions.RayTaskError):
+        if isinstance(e.cause, S2EmuError):
+            return e.cause
+        if isinstance(e.cause, ray.exceptions.RayActorError):  # the router lost an endpoint (calls transport)
+            return ActorDiedError(f"an actor of the emulation died: {e.cause}")
     if isinstance(e, ray.exceptions.RayActorError):
-        return S2EmuError(f"an actor of the emulation died: {e}")
+        return ActorDiedError(f"an actor of the emulation died: {e}")
     return e
 
 
+class _HighWater:
+    """Progress that never counts a tick twice: a restarted emulation replays ticks already reported."""
+
+    def __init__(self, progress):
+        self.progress, self.reported, self.at = progress, 0, 0
+
+    def restart_at(self, tick: int) -> None:
+        self.at = tick
+
+    def __call__(self, n: int) -> None:
+        self.at += n
+        if self.at > self.reported and self.progress is not None:
+            self.progress(self.at - self.reported)
+            self.reported = self.at
+
+
 def run_ray(build, *, progress=None, address: str | None = None, transport: str = "channels",
-            on_ready=None, observer=None, checkpointer=None, resume=None) -> RawRun:
+            on_ready=None, observer=None, checkpointer=None, resume=None, max_restarts: int = 0,
+            log=None) -> RawRun:
     """Run `build` with one actor per PE. `transport`: "channels" (direct channels, default) or "calls"
     (one Ray call per endpoint per tick). `on_ready(pids)`, if given, is called once every actor is up
     with {"pes": [pid, ...], "host": pid, "router": pid} (tests use it to kill an actor). `observer`:
-    as in engines.run_engine, and so are `checkpointer` and `resume`."""
+    as in engines.run_engine, and so are `checkpointer` and `resume`.
+
+    max_restarts: when a process of the emulation dies (ActorDiedError), start every actor again from the last
+    checkpoint (the resumed one, or the start) and replay, at most this many times; `log(message)` hears of
+    each restart. Errors raised by the PEs themselves are not retried: they would happen again."""
     import ray
 
     if transport not in TRANSPORTS:
         raise S2EmuError(f"unknown ray transport '{transport}' (known: {', '.join(TRANSPORTS)})")
     started = start_ray(address)
+    mark = _HighWater(progress)
+    state, restarts = resume, 0
     try:
-        return _run(build, progress, transport, on_ready, observer, checkpointer, resume)
-    except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
-        raise _unwrap(e) from None
+        while True:
+            mark.restart_at(int(state["tick"]) if state is not None else 0)
+            try:
+                raw = _run(build, mark, transport, on_ready, observer, checkpointer, state)
+                raw.restarts = restarts
+                return raw
+            except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
+                err = _unwrap(e)
+                if not isinstance(err, ActorDiedError) or restarts >= max_restarts:
+                    if isinstance(err, ActorDiedError) and checkpointer is not None and checkpointer.written:
+                        err = ActorDiedError(f"{err}; the last checkpoint, {checkpointer.path} (tick "
+                                             f"{checkpointer.last_tick}), resumes the run (--resume)")
+                    raise err from None
+            restarts += 1
+            if checkpointer is not None and checkpointer.written:
+                state = read_checkpoint(checkpointer.path)
+            if log is not None:
+                log(f"{err}; restarting every actor from tick {state['tick'] if state else 0} "
+                    f"(restart {restarts} of {max_restarts})")
     finally:
         if started:
             ray.shutdown()
@@ -403,11 +492,21 @@ def _get(ref, watched: dict, timeout: float | None = None, what: str = ""):
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         done, _ = ray.wait([ref, *watched], num_returns=1, timeout=left)
         if not done:
-            raise S2EmuError(f"{what} took more than {timeout:.0f} s")
+            raise ActorDiedError(f"{what} took more than {timeout:.0f} s: a process of the emulation hangs")
         if done[0] == ref:
             return ray.get(ref)
         watched.pop(done[0])
         ray.get(done[0])  # raises the endpoint's error, if any
+
+
+def _get_all(refs, timeout: float, what: str) -> list:
+    """ray.get of several calls, bounded: an actor that does not answer in time is a hang, not a wait."""
+    import ray
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ActorDiedError(f"{what} took more than {timeout:.0f} s: a process of the emulation hangs") from None
 
 
 def _discard(refs) -> None:
@@ -458,20 +557,19 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
     queued = deque()  # (advance call, ticks, None) or (snapshot call, 0, tick) not awaited yet; one queued
     # behind the running one keeps the router busy between driver calls
     try:
-        pids = ray.get([a.ready.remote() for a in (*actors, router)])
+        pids = _get_all([a.ready.remote() for a in (*actors, router)], START_TIMEOUT, "starting the actors")
         tick = 0
         if resume is not None:
-            ray.get([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])]
-                    + [router.restore.remote(resume["router"], resume["inbound"])])
-            tick = int(resume["tick"])
-            if progress is not None:
-                progress(tick)
+            _get_all([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])]
+                     + [router.restore.remote(resume["router"], resume["inbound"])], START_TIMEOUT,
+                     "restoring the checkpoint")
+            tick = int(resume["tick"])  # (run_ray's progress already counts from here)
         start = tick
         if on_ready is not None:
             on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[-1]})
         if transport == "channels":
             host_ip = "127.0.0.1" if _cluster_is_this_machine() else None
-            address, authkey = ray.get(router.open_channels.remote(host_ip))
+            address, authkey = _get_all([router.open_channels.remote(host_ip)], START_TIMEOUT, "opening channels")[0]
             serving.update({a.serve.remote(address, authkey, e): e for e, a in enumerate(actors)})
             _get(router.accept_channels.remote(), serving, CONNECT_TIMEOUT,
                  "connecting the endpoints' channels to the router")
@@ -489,7 +587,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
                     queued.append((router.snapshot.remote(), 0, tick))
             if len(queued) >= 2 or tick >= n_ticks:
                 ref, done, at = queued.popleft()
-                got = _get(ref, serving)
+                got = _get(ref, serving, STALL_TIMEOUT, "a chunk of ticks" if at is None else "a snapshot")
                 if at is not None:  # the state after `at` ticks
                     checkpointer.write(at, *got)
                     continue
@@ -499,11 +597,10 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
                     progress(done)
         t_run = time.perf_counter() - t1
         if transport == "channels":
-            ray.get(router.close_channels.remote())
-            ray.get(list(serving))
-        finished = ray.get([p.finish.remote() for p in pes])
-        counters, drops, router_busy = ray.get(router.counters.remote())
-        results = ray.get(host.finish.remote())
+            _get_all([router.close_channels.remote(), *serving], STALL_TIMEOUT, "closing the channels")
+        finished = _get_all([p.finish.remote() for p in pes], STALL_TIMEOUT, "collecting the PEs' results")
+        (counters, drops, router_busy), results = _get_all([router.counters.remote(), host.finish.remote()],
+                                                           STALL_TIMEOUT, "collecting the results")
     except BaseException:
         for a in (*actors, router):
             ray.kill(a)

@@ -38,6 +38,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # unreadable files left out (skip_bad), each "path: reason"
 
     @property
     def steps(self) -> int:
@@ -86,6 +87,7 @@ SPEECH_COMMANDS_SCHEMA = {
     "max_test": (int, 0, _non_negative),
     "seed": (int, None, _non_negative),  # silence windows and subsets; default: the recipe seed
     "encoding": (str, "analog", _one_of("analog")),
+    "skip_bad": (bool, False, None),  # skip clips that cannot be read (listed in the results) instead of failing
 }
 
 MNIST_SCHEMA = {
@@ -193,12 +195,14 @@ def load_speech_commands(d: dict, seed: int, *, need_train: bool = True) -> Data
     seed = d["seed"] if d["seed"] is not None else seed
     spec = feature_spec(d)
     splits = (("train",) if need_train else ()) + (d["test_split"],)
-    feats = load_features(d["path"], spec, tuple(d["words"]), seed=seed, splits=tuple(dict.fromkeys(splits)))
+    skipped = []
+    feats = load_features(d["path"], spec, tuple(d["words"]), seed=seed, splits=tuple(dict.fromkeys(splits)),
+                          skip_bad=d["skip_bad"], skipped=skipped)
     rng = np.random.default_rng([seed, 0x5C])
     empty = (np.zeros((0, spec.frames, spec.channels), np.float32), np.zeros(0, np.int64))
     x_tr, y_tr = _subset(*feats["train"], d["max_train"], rng) if need_train else empty
     x_te, y_te = _subset(*feats[d["test_split"]], d["max_test"], rng)
-    return Dataset(x_tr, y_tr, x_te, y_te, class_names(tuple(d["words"])))
+    return Dataset(x_tr, y_tr, x_te, y_te, class_names(tuple(d["words"])), tuple(skipped))
 
 
 def load_mnist_dataset(d: dict, seed: int) -> Dataset:

@@ -129,18 +129,26 @@ def _noise(corpus: Corpus, rate: int) -> list[np.ndarray]:
 
 
 def load_split(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int,
-               advance=None) -> np.ndarray:
-    """[N, clip_samples] float32 audio of a split's clips, silence windows cut from the noise; advance(1)
-    after each clip, if given."""
+               advance=None, skipped: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """([N, clip_samples] float32 audio of a split's clips, silence windows cut from the noise; bool [N]: read).
+    A clip that cannot be read raises AudioError naming it, or, given a `skipped` list, is listed there and
+    left out (its row stays silent and unread). advance(1) after each clip, if given."""
     n = spec.clip_samples
     audio = np.zeros((len(clips.paths), n), np.float32)
+    ok = np.ones(len(clips.paths), bool)
     noise = None
     rng = np.random.default_rng([seed, 0x5113, SPLITS.index(split)])
     for i, p in enumerate(clips.paths):
         if advance is not None:
             advance(1)
         if p is not None:
-            audio[i] = fit_length(parse_wav(corpus.read(p), name=p, rate=spec.sample_rate).samples, n)
+            try:
+                audio[i] = fit_length(parse_wav(corpus.read(p), name=p, rate=spec.sample_rate).samples, n)
+            except AudioError as e:
+                if skipped is None:
+                    raise
+                skipped.append(str(e))
+                ok[i] = False
             continue
         if noise is None:
             noise = _noise(corpus, spec.sample_rate)
@@ -153,7 +161,7 @@ def load_split(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *
                              f"({(hi - lo) / spec.sample_rate:.2f} s in its {split} part)")
         start = lo + int(rng.integers(hi - lo - n + 1))
         audio[i] = src[start:start + n] * rng.random()
-    return audio
+    return audio, ok
 
 
 def cache_dir() -> Path:
@@ -161,16 +169,19 @@ def cache_dir() -> Path:
 
 
 def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, splits=("train", "test"),
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  skip_bad: bool = False, skipped: list | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (features [N, frames, channels] float32, labels [N])}, cached on disk by corpus fingerprint.
-    Work not in the cache shows a progress bar when stderr is a terminal (the full corpus takes minutes)."""
+    Work not in the cache shows a progress bar when stderr is a terminal (the full corpus takes minutes).
+    skip_bad: leave out clips that cannot be read, and append their "path: reason" to `skipped`."""
     corpus = Corpus(path)
-    key = hashlib.sha256(repr((corpus.fingerprint(), spec.to_dict(), tuple(words), seed, 1)).encode()).hexdigest()[:20]
+    key = hashlib.sha256(repr((corpus.fingerprint(), spec.to_dict(), tuple(words), seed, 1, skip_bad)).encode()
+                         ).hexdigest()[:20]
+    skipped = [] if skipped is None else skipped
     index = index_splits(corpus, words)
     out = {}
     if "all" in splits:  # every clip of the corpus: the three splits, each with its silence windows
-        parts = [load_features(path, spec, words, seed=seed, splits=(sp,))[sp] for sp in SPLITS
-                 if len(index[sp].labels)]
+        parts = [load_features(path, spec, words, seed=seed, splits=(sp,), skip_bad=skip_bad, skipped=skipped)[sp]
+                 for sp in SPLITS if len(index[sp].labels)]
         out["all"] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     for split in splits:
         if split == "all":
@@ -179,6 +190,7 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
         if f.is_file():
             with np.load(f) as z:
                 out[split] = (z["x"], z["y"])
+                skipped += [str(m) for m in z["skipped"]] if "skipped" in z.files else []
             continue
         clips = index[split]
         if not len(clips.labels):
@@ -186,16 +198,21 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
                              f"testing_list.txt, or evaluate every clip with test_split = 'all' / --split all)")
         bar = ProgressBar(f"{split} features", unit="(read + featurize)", enabled=sys.stderr.isatty())
         bar.start(2 * len(clips.labels))
+        bad = []
         try:
-            x = batch_features(load_split(corpus, clips, split, spec, seed=seed, advance=bar.advance), spec,
-                               advance=bar.advance)
+            audio, ok = load_split(corpus, clips, split, spec, seed=seed, advance=bar.advance,
+                                   skipped=bad if skip_bad else None)
+            x = batch_features(audio[ok], spec, advance=bar.advance)
         finally:
             bar.stop()
-        out[split] = (x, clips.labels)
+        if not ok.any():
+            raise S2EmuError(f"{corpus.path}: every clip of the {split} split is unreadable (first: {bad[0]})")
+        out[split] = (x, clips.labels[ok])
+        skipped += bad
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
             tmp = f.with_suffix(".tmp.npz")
-            np.savez(tmp, x=x, y=clips.labels)
+            np.savez(tmp, x=x, y=clips.labels[ok], skipped=np.array(bad, dtype=str))
             os.replace(tmp, f)
         except OSError:
             pass  # a read-only cache only costs time

@@ -35,7 +35,10 @@ class StreamSource:
     names: list[str]
 
 
-def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int, split: str = "test") -> StreamSource:
+def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int, split: str = "test",
+                loop: bool = False) -> StreamSource:
+    """The clips to stream: a WAV file cut into 1 s clips, or a corpus split in a seeded order; at most `clips`
+    of them, or, with loop, exactly `clips`, starting over at the end (long runs, soak tests)."""
     from .speech_commands import ClipList, Corpus, index_splits, load_split
 
     p = Path(path)
@@ -52,11 +55,14 @@ def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int,
             raise S2EmuError(f"{p}: no clips in its {split} split")
         order = np.random.default_rng([seed, 0x57]).permutation(len(cl.labels))
         sub = ClipList([cl.paths[i] for i in order], cl.labels[order], [cl.speakers[i] for i in order])
-        audio = load_split(corpus, sub, split, spec, seed=seed)
+        audio, _ = load_split(corpus, sub, split, spec, seed=seed)
         names, labels = [q or "_silence_ window" for q in sub.paths], sub.labels
     if clips is not None:
         if clips < 1:
             raise S2EmuError(f"--clips must be >= 1, got {clips}")
+        if loop and clips > len(labels):
+            reps = -(-clips // len(labels))
+            audio, labels, names = np.tile(audio, (reps, 1)), np.tile(labels, reps), names * reps
         audio, labels, names = audio[:clips], labels[:clips], names[:clips]
     return StreamSource(audio.astype(np.float32), labels, names)
 
@@ -166,6 +172,13 @@ class Pacer:
     def stop(self):
         # the run's ticks ended at the last report (later time is collecting results and stopping actors)
         self.wall = self.last - self.t0 if self.t0 is not None else 0.0
+
+    def timeline(self, points: int = 1000) -> list[list[float]]:
+        """[ticks, lag in ms] at up to `points` evenly spaced reports (the lag over time)."""
+        if not self.lags:
+            return []
+        idx = np.unique(np.linspace(0, len(self.lags) - 1, min(points, len(self.lags))).astype(int))
+        return [[self.lags[i][0], 1000 * self.lags[i][1]] for i in idx]
 
     def summary(self) -> dict:
         wall = max(getattr(self, "wall", 0.0), 1e-9)

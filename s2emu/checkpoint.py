@@ -144,6 +144,7 @@ class Checkpointer:
         self.fingerprint = fingerprint(build)
         self.n_ticks = build.n_ticks
         self.written = 0
+        self.last_tick = None
 
     def due(self, ticks_done: int) -> bool:
         return ticks_done % self.every == 0 and ticks_done < self.n_ticks
@@ -158,3 +159,4 @@ class Checkpointer:
         write_checkpoint(self.path, {"fingerprint": self.fingerprint, "tick": tick, "endpoints": endpoints,
                                      "router": router, "inbound": inbound})
         self.written += 1
+        self.last_tick = tick

@@ -46,7 +46,18 @@ def _load(args):
     recipe = load_recipe(args.recipe)
     return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
                                  epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
-                                 data=getattr(args, "data", None), machine=getattr(args, "machine", None))
+                                 data=getattr(args, "data", None), machine=getattr(args, "machine", None),
+                                 skip_bad=getattr(args, "skip_bad", None))
+
+
+def _warn_skipped(result: dict, quiet: bool) -> None:
+    bad = result.get("skipped_files") or []
+    if bad and not quiet:
+        err_console.print(f"[yellow]skipped {len(bad)} unreadable file(s) (--skip-bad):[/]")
+        for line in bad[:10]:
+            err_console.print(f"  {line}", soft_wrap=True)
+        if len(bad) > 10:
+            err_console.print(f"  ... and {len(bad) - 10} more (all of them under skipped_files in --json)")
 
 
 def _model_weights(recipe, path):
@@ -125,9 +136,11 @@ def cmd_run(args) -> dict:
             Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
                      progress=progress, allow_drops=args.allow_drops, weights=weights,
-                     checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume)
+                     checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                     max_restarts=args.max_restarts, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
     finally:
         progress.stop()
+    _warn_skipped(result, args.quiet)
     if args.out != "-":
         result["outputs"] = _save_outputs(recipe, result, args.out or f"runs/{recipe.name}", args.quiet)
         if not args.quiet:
@@ -176,9 +189,10 @@ def cmd_eval(args) -> dict:
         progress.stop()
     out = {k: result[k] for k in ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss",
                                   "n_test", "confusion", "classes", "state_digest", "ticks", "wall_seconds",
-                                  "ticks_per_second")}
+                                  "ticks_per_second", "skipped_files")}
     out.update(model=str(path), data=recipe.data.get("path"), split=recipe.data.get("test_split"),
                model_meta=meta)
+    _warn_skipped(out, args.quiet)
     if not args.json:
         t = Table(title=f"{recipe.name}: model {path}")
         t.add_column("metric")
@@ -203,7 +217,7 @@ def cmd_stream(args) -> dict:
         err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
                           f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
     out = stream(recipe, args.source, engine=args.engine, address=args.address, transport=args.transport,
-                 weights=weights, clips=args.clips,
+                 weights=weights, clips=args.clips, loop=args.loop,
                  learn=args.learn, pace=not args.no_pace, console=err_console, live=not args.quiet)
     out["model"] = str(path)
     if not args.json:
@@ -377,10 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default runs/<recipe name>; '-' writes nothing)")
     sp.add_argument("--model", metavar="FILE.npz", help="start from a trained model instead of initial weights")
     sp.add_argument("--data", metavar="PATH", help="corpus folder or archive instead of the recipe's")
+    sp.add_argument("--skip-bad", action="store_true", default=None,
+                    help="leave out corpus files that cannot be read (listed) instead of failing")
     sp.add_argument("--checkpoint-every", type=int, metavar="TICKS",
                     help="write the whole emulation state every TICKS ticks (atomically, over the last one)")
     sp.add_argument("--checkpoint", metavar="FILE", help="where checkpoints go (default <out>/checkpoint.s2ckpt)")
     sp.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written by the same command line")
+    sp.add_argument("--max-restarts", type=int, default=3, metavar="N",
+                    help="ray engine: when a process dies, restart from the last checkpoint, at most N times "
+                         "(default 3; 0 ends the run)")
     sp = sub.add_parser("eval", help="evaluate a trained model on a corpus (plain and balanced accuracy)")
     common(sp)
     sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
@@ -388,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--split", choices=["test", "validation", "train", "all"],
                     help="which clips to evaluate (default: the recipe's test_split, 'test')")
     sp.add_argument("--batch", type=int, default=64, help="streams evaluated side by side (default 64)")
+    sp.add_argument("--skip-bad", action="store_true", default=None,
+                    help="leave out corpus files that cannot be read (listed) instead of failing")
     engine_options(sp)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = sub.add_parser("stream", help="stream audio through the chip in real time, with a live view")
@@ -395,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source", metavar="DIR|FILE.wav", help="corpus (its test split) or one WAV file "
                     "(default: the recipe's corpus)")
     sp.add_argument("--clips", type=int, help="stream only the first N clips")
+    sp.add_argument("--loop", action="store_true", help="with --clips N: start over at the end until N clips")
     sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
     sp.add_argument("--learn", action="store_true", help="learn online (batch 1) while streaming")
     sp.add_argument("--no-pace", action="store_true", help="run as fast as possible instead of at the audio rate")

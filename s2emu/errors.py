@@ -21,6 +21,11 @@ class PacketError(S2EmuError):
     """A packet batch is malformed (decoder) or cannot be routed."""
 
 
+class ActorDiedError(S2EmuError):
+    """A process of a Ray emulation died (killed, out of memory, node lost): the ray engine can restart the
+    emulation from its last checkpoint (--max-restarts)."""
+
+
 class RoutingError(S2EmuError):
     """A routing table is over capacity, or packets were dropped for want of a route."""
 

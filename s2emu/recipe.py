@@ -193,7 +193,7 @@ class Recipe:
     model: str = ""  # path of the recipe's trained model, "" if none
 
     def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None,
-                       machine=None) -> "Recipe":
+                       machine=None, skip_bad=None) -> "Recipe":
         """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
         corpus-based data set at another folder or archive; --machine swaps the machine preset."""
         r = self
@@ -208,6 +208,11 @@ class Recipe:
                 raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "
                                   f"is generated in code")
             r = replace(r, data={**r.data, "path": str(data)})
+        if skip_bad:
+            if "skip_bad" not in r.data:
+                raise RecipeError(f"--skip-bad applies to recipes that read a folder of audio clips, not to data "
+                                  f"kind '{r.data['kind']}'")
+            r = replace(r, data={**r.data, "skip_bad": True})
         if seed is not None:
             r = replace(r, seed=seed)
         if pes is not None:

@@ -76,12 +76,14 @@ def sparse_weight_bytes(b: Build) -> int:
 
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
-        checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None) -> dict:
+        checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
+        max_restarts: int = 0, log=None) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
     weights: start from a trained model instead of the seeded initial weights. checkpoint_every: write the
     whole state to `checkpoint` after every so many ticks; resume: continue from a checkpoint file (written by
-    the same command line)."""
+    the same command line). max_restarts (ray engine): restart from the last checkpoint when a process of the
+    emulation dies, at most this many times; log(message) hears of each restart."""
     b = build_run(recipe, weights=weights)
     payload = None
     if resume is not None:
@@ -91,7 +93,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
     if progress is not None:
         progress.start(b.n_ticks)
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address,
-                     transport=transport, checkpointer=checkpointer, resume=payload)
+                     transport=transport, checkpointer=checkpointer, resume=payload, max_restarts=max_restarts,
+                     log=log)
     if raw.drop_report and not allow_drops:
         raise RoutingError(raw.drop_report)
     if raw.host_results["missing_outputs"]:
@@ -120,6 +123,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "ticks_per_sample": b.clock.ticks_per_sample,
         "resumed_from_tick": raw.resumed_from,
         "checkpoints_written": raw.checkpoints,
+        "restarts": raw.restarts,
+        "skipped_files": list(b.dataset.skipped),
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,
         "phases": raw.phases,

@@ -101,11 +101,12 @@ class LiveView:
 
 
 def stream(recipe, source, *, engine="local", address=None, transport="channels", weights=None, clips=None,
-           learn=False, pace=True, console=None, live=True) -> dict:
+           learn=False, pace=True, console=None, live=True, loop=False) -> dict:
     if recipe.data["kind"] != "speech_commands":
         raise S2EmuError(f"stream needs a recipe with audio data (kind 'speech_commands'), not '{recipe.data['kind']}'")
     spec = feature_spec(recipe.data)
-    src = open_source(source or recipe.data["path"], spec, words=recipe.data["words"], clips=clips, seed=recipe.seed)
+    src = open_source(source or recipe.data["path"], spec, words=recipe.data["words"], clips=clips, seed=recipe.seed,
+                      loop=loop)
     plan = stream_plan(len(src.labels), learn)
     b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
     if b.clock.frames:
@@ -152,4 +153,5 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
         "results": [{"clip": name, "label": (classes[y] if y >= 0 else None), "heard": classes[p]}
                     for name, y, p in zip(src.names, hr["labels"], hr["predictions"])],
         "phases": raw.phases,
+        "lag_timeline": pacer.timeline(),
     }

@@ -129,3 +129,66 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read"):
         run(r, resume=str(tmp_path / "missing"))
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+# ---------------------------------------------------------------- faults: real processes killed mid-run
+
+from s2emu.build import build as build_run  # noqa: E402
+from s2emu.checkpoint import Checkpointer  # noqa: E402
+from s2emu.errors import ActorDiedError  # noqa: E402
+from s2emu.runner import assemble_spikes, assemble_weights, state_digest  # noqa: E402
+
+
+def killer(pids, victim, at):
+    """Progress that SIGKILLs one process of the emulation (a PE, the host or the router) once `at` ticks
+    are done; pids is filled by run_ray's on_ready at every (re)start."""
+    killed = []
+
+    def progress(n, done=[0]):  # noqa: B006 - a counter shared by the calls of one run
+        done[0] += n
+        if not killed and done[0] >= at:
+            pid = pids["pes"][1] if victim == "pe" else pids[victim]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return progress, killed
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("victim", ["pe", "host", "router"])
+def test_the_ray_engine_survives_a_killed_process(victim, tmp_path, ray_local):
+    from s2emu.engines.ray_engine import run_ray
+
+    r = CASES["smoke"]()
+    b = build_run(r)
+    pids, log = {}, []
+    progress, killed = killer(pids, victim, b.n_ticks // 2)
+    ck = Checkpointer(tmp_path / "run.s2ckpt", b.n_ticks // 5, b)
+    raw = run_ray(b, progress=progress, on_ready=pids.update, checkpointer=ck, max_restarts=2, log=log.append)
+    assert killed and raw.restarts == 1 and "restarting every actor from tick" in log[0]
+    assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == run(r)["state_digest"]
+
+
+@pytest.mark.ray
+def test_a_fault_beyond_the_restarts_leaves_a_usable_checkpoint(tmp_path, ray_local):
+    from s2emu.engines.ray_engine import run_ray
+
+    r = CASES["smoke"]()
+    b = build_run(r)
+    pids = {}
+    progress, killed = killer(pids, "pe", b.n_ticks // 2)
+    path = tmp_path / "run.s2ckpt"
+    t0 = time.monotonic()
+    with pytest.raises(ActorDiedError, match="resumes the run") as e:
+        run_ray(b, progress=progress, on_ready=pids.update, checkpointer=Checkpointer(path, b.n_ticks // 5, b))
+    assert killed and time.monotonic() - t0 < 120 and str(path) in str(e.value)
+    assert run(r, resume=str(path))["state_digest"] == run(r)["state_digest"]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379", "not-an-address"])
+def test_an_address_with_no_cluster_fails_fast(address):
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "s2emu", "run", "recipes/smoke.toml", "--engine", "ray", "--address",
+                        address, "--out", "-", "--quiet"], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and time.monotonic() - t0 < 10
+    assert "Traceback" not in p.stderr
+    assert any(m in p.stderr for m in ("no Ray cluster at", "cannot join the Ray cluster", "expected HOST:PORT"))

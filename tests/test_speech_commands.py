@@ -95,3 +95,33 @@ def test_kws_recipe_learns_the_tone_words_above_chance(corpus):
     assert res["train_curve"][-1]["accuracy"] > 0.6
     # unseen speakers (pitch-shifted): observed 0.42 balanced on 26 test clips; chance is 0.083
     assert res["balanced_accuracy"] > 0.3, res["balanced_accuracy"]
+
+
+def test_a_bad_clip_fails_the_load_by_name_or_is_skipped_and_listed(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = make_tone_corpus(tmp_path / "c")
+    (root / "yes" / "00000001_nohash_0.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt ")  # truncated
+    (root / "no" / "00000000_nohash_0.wav").write_bytes(b"")  # empty
+    spec = FeatureSpec()
+    with pytest.raises(S2EmuError, match="(no/00000000_nohash_0.wav: empty file|yes/00000001_nohash_0.wav: truncated)"):
+        load_features(root, spec, splits=("train",))
+    skipped = []
+    full = load_features(make_tone_corpus(tmp_path / "whole"), spec, splits=("train",))["train"]
+    x, y = load_features(root, spec, splits=("train",), skip_bad=True, skipped=skipped)["train"]
+    assert len(y) == len(full[1]) - 2 and len(x) == len(y)
+    assert sorted(m.split(":")[0] for m in skipped) == ["no/00000000_nohash_0.wav", "yes/00000001_nohash_0.wav"]
+    skipped2 = []
+    load_features(root, spec, splits=("train",), skip_bad=True, skipped=skipped2)  # from the cache: still listed
+    assert sorted(skipped2) == sorted(skipped)
+    # the CLI: --skip-bad lists them under skipped_files
+    p = subprocess.run([sys.executable, "-m", "s2emu", "run", "eprop_kws", "--data", str(root), "--epochs", "1",
+                        "--batch", "8", "--skip-bad", "--out", "-", "--json", "--quiet"], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert len(json.loads(p.stdout)["skipped_files"]) == 2
+    p = subprocess.run([sys.executable, "-m", "s2emu", "run", "eprop_kws", "--data", str(root), "--epochs", "1",
+                        "--out", "-", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "_nohash_0.wav: " in p.stderr and "Traceback" not in p.stderr

@@ -117,7 +117,7 @@ def test_the_speech_commands_loader_reads_it(tiny, tmp_path):
             clips = index[split]
             n_silence = sum(p is None for p in clips.paths)
             assert len(clips.paths) - n_silence == n and n_silence == voices  # as many as a command word
-            audio = load_split(corpus, clips, split, FeatureSpec(), seed=0)
+            audio, _ = load_split(corpus, clips, split, FeatureSpec(), seed=0)
             assert audio.shape == (n + n_silence, 16000) and np.isfinite(audio).all()
         assert set(index["test"].speakers) - {"_silence_"} == set(manifest["voices"]["test"])
     assert COMMANDS == synth.COMMANDS
