@@ -345,7 +345,13 @@ def _actor_classes():
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Attach to `address`, or start a small local Ray bound to loopback. True if this call started it."""
+    """Attach to `address`, or start a small private local Ray. True if this call started it.
+
+    Security of a private local Ray: Ray turns a loopback node address into the machine's reachable one and
+    its servers listen on every interface, so the guard is Ray's token authentication, on by default for a
+    new local Ray (RAY_AUTH_MODE=token; the token is ~/.ray/auth_token, generated if missing, made readable
+    by this user only here): a process without the token cannot join or call into the emulation. The emulation's own channels listen
+    on 127.0.0.1 with a random authkey per run (RouterActor.open_channels). docs/cluster.md: clusters."""
     import ray
 
     if ray.is_initialized():
@@ -369,7 +375,20 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     else:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, _node_ip_address="127.0.0.1",
                  object_store_memory=200 * 1024 * 1024, **kw)
+        _private_token()
     return True
+
+
+def _private_token() -> None:
+    """Ray writes its token file readable by everyone on the machine; only its owner should read it."""
+    from pathlib import Path
+
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        if token.is_file() and token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+    except OSError:
+        pass
 
 
 REACH_TIMEOUT = 4.0  # seconds to reach a cluster's address before giving up (Ray itself would retry for minutes)
@@ -474,6 +493,12 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
             ray.shutdown()
 
 
+def _channel_host() -> str | None:
+    """Where the router's channels listen: loopback when the whole cluster is this machine, else (None) its
+    node's address."""
+    return "127.0.0.1" if _cluster_is_this_machine() else None
+
+
 def _cluster_is_this_machine() -> bool:
     import ray
 
@@ -568,7 +593,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
         if on_ready is not None:
             on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[-1]})
         if transport == "channels":
-            host_ip = "127.0.0.1" if _cluster_is_this_machine() else None
+            host_ip = _channel_host()
             address, authkey = _get_all([router.open_channels.remote(host_ip)], START_TIMEOUT, "opening channels")[0]
             serving.update({a.serve.remote(address, authkey, e): e for e, a in enumerate(actors)})
             _get(router.accept_channels.remote(), serving, CONNECT_TIMEOUT,
