@@ -192,3 +192,35 @@ def test_an_address_with_no_cluster_fails_fast(address):
     assert p.returncode != 0 and time.monotonic() - t0 < 10
     assert "Traceback" not in p.stderr
     assert any(m in p.stderr for m in ("no Ray cluster at", "cannot join the Ray cluster", "expected HOST:PORT"))
+
+
+@pytest.mark.ray
+def test_a_hung_process_is_a_fault_not_a_wait(tmp_path, ray_local, monkeypatch):
+    """SIGSTOP freezes a PE without closing anything: only the bound on each wait can notice. The run restarts
+    from its checkpoint and finishes with the same digest."""
+    from s2emu.engines import ray_engine
+
+    monkeypatch.setattr(ray_engine, "STALL_TIMEOUT", 5.0)
+    r = CASES["smoke"]()
+    b = build_run(r)
+    pids, stopped, log = {}, [], []
+
+    def progress(n, done=[0]):  # noqa: B006
+        done[0] += n
+        if not stopped and done[0] >= b.n_ticks // 2:
+            os.kill(pids["pes"][0], signal.SIGSTOP)
+            stopped.append(pids["pes"][0])
+
+    ck = Checkpointer(tmp_path / "run.s2ckpt", b.n_ticks // 5, b)
+    t0 = time.monotonic()
+    try:
+        raw = ray_engine.run_ray(b, progress=progress, on_ready=pids.update, checkpointer=ck, max_restarts=1,
+                                 log=log.append)
+    finally:
+        for pid in stopped:  # never leave a stopped process behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert stopped and raw.restarts == 1 and "hangs" in log[0] and time.monotonic() - t0 < 90
+    assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == run(r)["state_digest"]
