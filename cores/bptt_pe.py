@@ -21,8 +21,9 @@ the readouts. A window of n steps (n = K, the truncation, or the rest of the sam
     next      the next window's first frame leaves the host when the deepest layer's step 0 is done.
 
 The readout sends the mean of the last block's output at S - 1 and every PE updates at s = 0 of the next sample.
-A sample takes S ticks with S - T ~ W (L + 1) + (T + D W) P for W windows and blocks D layers deep: BPTT cannot
-run online on a chip, and truncation shortens nothing but the history (and adds the pipeline fill per window).
+A sample of W windows takes S = T + W (L + 1) + (T + W (D - 2)) P + 2 ticks, for L layers in blocks at most D
+deep: BPTT cannot run online on a chip; truncation changes the chip time little (a pipeline fill per window
+against a chain saved at each window's end) and saves history.
 """
 
 from __future__ import annotations
