@@ -118,7 +118,7 @@ class _BpttBase(ProcessingElement):
         if self.learning:
             for name, w in self._params().items():
                 self.adam[name] = Adam(self.ledger, name, w.shape, beta1=lc["beta1"], beta2=lc["beta2"],
-                                       eps=lc["eps"], l2=lc["l2"])
+                                       eps=lc["eps"], l2=lc["l2"], counts=self.counters)
 
     def _params(self) -> dict[str, np.ndarray]:
         raise NotImplementedError

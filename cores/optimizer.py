@@ -9,7 +9,10 @@ from .sram import SramLedger
 
 
 class Adam:
-    def __init__(self, ledger: SramLedger, name: str, shape, *, beta1: float, beta2: float, eps: float, l2: float):
+    def __init__(self, ledger: SramLedger, name: str, shape, *, beta1: float, beta2: float, eps: float, l2: float,
+                 counts: dict | None = None):
+        """counts: the PE's counters; each step adds the weights it updates to `optimizer_elements`."""
+        self.counts = counts
         self.m = ledger.alloc(f"{name}.adam_m", shape)
         self.v = ledger.alloc(f"{name}.adam_v", shape)
         self.beta1, self.beta2 = np.float32(beta1), np.float32(beta2)
@@ -26,6 +29,8 @@ class Adam:
         c1 = np.float32(1.0 - float(self.beta1) ** t)
         c2 = np.float32(1.0 - float(self.beta2) ** t)
         w -= np.float32(lr) * (self.m / c1) / (np.sqrt(self.v / c2) + self.eps)
+        if self.counts is not None:
+            self.counts["optimizer_elements"] += w.size
 
     def state(self) -> dict:
         return {"m": self.m, "v": self.v}

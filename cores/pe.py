@@ -24,6 +24,8 @@ from .timing import SampleClock
 
 LABEL_TAG = 1  # P2P tag: class labels from the host to the readout PE
 KIND_SYNAPSE, KIND_ERROR = 0, 1  # what an inbound MC key means to this PE
+WORK = ("macs", "accesses", "packets_in", "packets_out", "optimizer_elements")  # what the chip model prices
+OPTIMIZER_WEIGHT = 20  # an Adam step of one weight takes about 20 MACs' time (s2emu/chipmodel.py: 57 cycles vs 3)
 
 _EMPTY_U32 = np.zeros(0, dtype=np.uint32)
 
@@ -116,7 +118,11 @@ class ProcessingElement:
         # macs / accesses: multiply-accumulates and SRAM words read or written by the network and its learning
         # rule (definitions beside each count; the optimizer step, the same Adam for every rule, is not counted)
         self.counters = {"packets_in": 0, "packets_out": 0, "synaptic_events": 0, "spikes": 0, "updates": 0,
-                         "macs": 0, "accesses": 0}
+                         "macs": 0, "accesses": 0, "optimizer_elements": 0}
+        # the work of this PE's heaviest tick (most MACs + accesses + optimizer work), which the chip model prices: a tick must
+        # fit its time step at its peak, not on average (s2emu/chipmodel.py)
+        self.counters.update({f"peak_tick_{k}": 0 for k in WORK})
+        self._work_before = (0,) * len(WORK)
         self.updates = 0  # optimizer steps taken (Adam's t)
 
     # -- inbound -------------------------------------------------------------------------------------------
@@ -161,8 +167,16 @@ class ProcessingElement:
         return self.km_kind[pos], self.km_proj[pos], self.km_row[pos], vals
 
     def _out(self, tick, **parts) -> PacketBatch:
+        """The tick's outbound batch; every step ends here, so the tick's work is noted here too."""
         batch = make_batch(self.pe_id, tick, self.B, **parts)
         self.counters["packets_out"] += len(batch)
+        now = tuple(self.counters[k] for k in WORK)
+        work = [a - b for a, b in zip(now, self._work_before)]
+        self._work_before = now
+        c = self.counters
+        if work[0] + work[1] + OPTIMIZER_WEIGHT * work[4] > \
+                c["peak_tick_macs"] + c["peak_tick_accesses"] + OPTIMIZER_WEIGHT * c["peak_tick_optimizer_elements"]:
+            c.update({f"peak_tick_{k}": v for k, v in zip(WORK, work)})
         return batch
 
     def _alloc_projection(self, q: int, n: int):
@@ -173,7 +187,7 @@ class ProcessingElement:
         self.W.append(w)
         if self.learning:
             self.adam.append(Adam(self.ledger, pr["name"], (pr["n_pre"], n), beta1=lc["beta1"], beta2=lc["beta2"],
-                                  eps=lc["eps"], l2=lc["l2"]))
+                                  eps=lc["eps"], l2=lc["l2"], counts=self.counters))
         return pr["name"], pr["n_pre"]
 
     def _labels(self, inbound: PacketBatch, n_classes: int) -> np.ndarray:
@@ -202,6 +216,7 @@ class ProcessingElement:
         self.ledger.restore(state["ledger"])
         self.counters.clear()
         self.counters.update(state["counters"])
+        self._work_before = tuple(self.counters[k] for k in WORK)
         for a in self._state_attrs():
             _set_path(self, a, state["attrs"][a])
 

@@ -99,7 +99,7 @@ class Host:
         split, idx = int(self.plan.split[sample]), self.plan.idx[sample]
         valid = idx >= 0
         frame = np.zeros((self.B, len(self.input_keys)), np.float32)
-        frame[valid] = self.x[split][idx[valid], t]
+        frame[valid] = self._frames(split, idx[valid], t)
         if self.spikes:  # spike input: a packet per spike; with B streams, a 0/1 payload per stream
             fired = np.flatnonzero(frame.any(axis=0))
             parts = ({"mc_keys": self.input_keys[fired]} if self.B == 1 else
@@ -114,6 +114,10 @@ class Host:
         out = make_batch(self.endpoint, tick, self.B, **parts)
         self.counters["packets_out"] += len(out)
         return out
+
+    def _frames(self, split: int, clips: np.ndarray, t: int) -> np.ndarray:
+        """Frame t of these clips of a split, [len(clips), channels]."""
+        return self.x[split][clips, t]
 
     def snapshot(self) -> dict:
         """The host's state for a checkpoint: the scores so far (the plan fixes what comes next)."""

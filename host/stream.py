@@ -73,21 +73,24 @@ def stream_plan(n_clips: int, learn: bool) -> Plan:
 
 
 class StreamHost(Host):
-    """A Host whose clips are computed from audio while the chip runs (batch 1)."""
+    """A Host whose clips are computed from audio while the chip runs (batch 1). It keeps the features of two
+    clips, the one streaming and the next (computed as its audio arrives), so a long stream holds no more."""
 
     def __init__(self, config: dict):
-        n = len(config["audio"])
         self.spec = FeatureSpec(**config["feature_spec"])
-        zeros = np.zeros((n, self.spec.frames, self.spec.channels), np.float32)
+        ring = np.zeros((2, self.spec.frames, self.spec.channels), np.float32)  # clip k in slot k % 2
         labels = np.maximum(config["labels"], 0)  # unknown labels travel as class 0 (only --learn uses them)
-        super().__init__({**config, "x_train": zeros, "x_test": zeros, "y_train": labels, "y_test": labels})
-        self.x[TRAIN] = self.x[TEST] = zeros  # one array: frames are written as their clip completes
+        super().__init__({**config, "x_train": ring, "x_test": ring, "y_train": labels, "y_test": labels})
+        self.ring = ring
         self.audio = config["audio"]
         self.labels = np.asarray(config["labels"], np.int64)
         self.featurizer = ClipFeaturizer(self.spec)
         self.per_tick = -(-self.spec.clip_samples // self.T)  # samples of audio per tick (160)
         self.ready = -1  # last clip whose features are complete
         self._push(0, 0, self.spec.clip_samples)  # pre-roll: clip 0
+
+    def _frames(self, split: int, clips: np.ndarray, t: int) -> np.ndarray:
+        return self.ring[clips % 2, t]
 
     def snapshot(self) -> dict:
         raise S2EmuError("a streaming run is not checkpointed: its audio and features live in the stream")
@@ -97,7 +100,7 @@ class StreamHost(Host):
             return
         feats = self.featurizer.push(self.audio[clip, lo:hi])
         if feats is not None:
-            self.x[TEST][clip] = feats
+            self.ring[clip % 2] = feats
             self.ready = clip
 
     def step(self, tick, inbound):

@@ -122,6 +122,7 @@ def cmd_info(args) -> dict:
 
 
 def cmd_run(args) -> dict:
+    from .chipmodel import parse_assumptions
     from .runner import run
 
     recipe = _load(args)
@@ -137,7 +138,8 @@ def cmd_run(args) -> dict:
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
                      progress=progress, allow_drops=args.allow_drops, weights=weights,
                      checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                     max_restarts=args.max_restarts, log=lambda m: err_console.print(f"[yellow]{m}[/]"))
+                     max_restarts=args.max_restarts, log=lambda m: err_console.print(f"[yellow]{m}[/]"),
+                     assume=parse_assumptions(args.assume))
     finally:
         progress.stop()
     _warn_skipped(result, args.quiet)
@@ -163,6 +165,11 @@ def cmd_run(args) -> dict:
                            f"({result['ticks_per_second']:.0f} ticks/s)")
         t.add_row("SRAM (all PEs, batch 1)", f"{result['total_bytes']:,} B")
         t.add_row("packets routed / dropped", f"{result['router']['routed']:,} / {result['router']['dropped']}")
+        cm = result["chip_model"]
+        t.add_row("chip model (docs/chip-model.md)",
+                  f"{cm['seconds_per_tick_peak'] * 1e6:,.0f} us per tick at peak (PE {cm['bottleneck_pe']}), "
+                  f"{'keeps' if cm['real_time'] else 'misses'} the {cm['tick_seconds'] * 1e3:g} ms step; "
+                  f"{cm['energy_per_sample_joules'] * 1e3:.3g} mJ per sample")
         t.add_row("state_digest", result["state_digest"][:32] + "...")
         out_console.print(t)
     return result
@@ -397,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the whole emulation state every TICKS ticks (atomically, over the last one)")
     sp.add_argument("--checkpoint", metavar="FILE", help="where checkpoints go (default <out>/checkpoint.s2ckpt)")
     sp.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written by the same command line")
+    sp.add_argument("--assume", action="append", metavar="NAME=VALUE",
+                    help="override an assumption of the chip's time and energy model (docs/chip-model.md)")
     sp.add_argument("--max-restarts", type=int, default=3, metavar="N",
                     help="ray engine: when a process dies, restart from the last checkpoint, at most N times "
                          "(default 3; 0 ends the run)")

@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 
 from .checkpoint import Checkpointer, check_matches, read_checkpoint
+from .chipmodel import chip_model
 from .build import Build, build as build_run
 from .engines import RawRun, run_engine
 from .errors import RoutingError, S2EmuError
@@ -58,6 +59,13 @@ def state_digest(weights: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) 
     return h.hexdigest()
 
 
+def step_seconds(data: dict) -> float | None:
+    """The physical time of one step of the data, where it has one (audio features: the hop)."""
+    if data.get("kind") == "speech_commands":
+        return data["hop"] / data["sample_rate"]
+    return None
+
+
 def memory_summary(b: Build, items: bool = False) -> dict:
     """total_bytes and per_pe SRAM of a build; items=True adds each PE's ledger entries."""
     per_pe = [{"pe": v.pe, "population": v.population, "slice": v.describe(), "lo": v.lo, "hi": v.hi, "bytes": m["total"],
@@ -77,13 +85,14 @@ def sparse_weight_bytes(b: Build) -> int:
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
         checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
-        max_restarts: int = 0, log=None) -> dict:
+        max_restarts: int = 0, log=None, assume: dict[str, float] | None = None) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
     weights: start from a trained model instead of the seeded initial weights. checkpoint_every: write the
     whole state to `checkpoint` after every so many ticks; resume: continue from a checkpoint file (written by
     the same command line). max_restarts (ray engine): restart from the last checkpoint when a process of the
-    emulation dies, at most this many times; log(message) hears of each restart."""
+    emulation dies, at most this many times; log(message) hears of each restart. assume: overrides of the chip
+    model's assumptions (s2emu/chipmodel.py)."""
     b = build_run(recipe, weights=weights)
     payload = None
     if resume is not None:
@@ -101,6 +110,9 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         raise S2EmuError(f"{raw.host_results['missing_outputs']} test samples got no readout output")
     weights, spikes = assemble_weights(b, raw), assemble_spikes(b, raw)
     hr = raw.host_results
+    pe_counters = [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())]
+    model = chip_model(pe_counters, raw.router_counters, raw.ticks, int((b.plan.idx >= 0).sum()),
+                       streams=b.host_config["streams"], step_seconds=step_seconds(recipe.data), wall_seconds=raw.wall_seconds, overrides=assume)
     return {
         "recipe": recipe.name,
         "engine": engine,
@@ -130,7 +142,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "phases": raw.phases,
         **memory_summary(b),
         "router": raw.router_counters,
-        "pe_counters": [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())],
+        "pe_counters": pe_counters,
+        "chip_model": model,
         "spike_counts": {k: int(len(v)) for k, v in spikes.items()},
         "_arrays": {"weights": weights, "spikes": spikes, "voltage": assemble_voltage(b, raw)},
     }

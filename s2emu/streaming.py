@@ -7,6 +7,8 @@ packets per second, the real-time factor and the lag. Returns one JSON-able dict
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 
 import numpy as np
@@ -108,6 +110,8 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     src = open_source(source or recipe.data["path"], spec, words=recipe.data["words"], clips=clips, seed=recipe.seed,
                       loop=loop)
     plan = stream_plan(len(src.labels), learn)
+    # a stream may run for hours: no spike or voltage recordings piling up in the PEs (a run records them)
+    recipe = dataclasses.replace(recipe, record_spikes=(), record_voltage=())
     b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
     if b.clock.frames:
         raise S2EmuError("stream needs a chip that takes a frame per tick as the audio arrives; a BPTT stack split "
