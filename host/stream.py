@@ -30,9 +30,10 @@ from .metrics import accuracy, balanced_accuracy, confusion
 
 @dataclass(frozen=True)
 class StreamSource:
-    audio: np.ndarray  # float32 [n_clips, clip_samples]
+    audio: np.ndarray  # float32 [distinct clips, clip_samples]
     labels: np.ndarray  # int [n_clips]; -1 = unknown
     names: list[str]
+    order: np.ndarray  # int [n_clips]: clip k plays audio[order[k]] (a looped stream repeats rows, not copies)
 
 
 def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int, split: str = "test",
@@ -57,14 +58,13 @@ def open_source(path, spec: FeatureSpec, *, words, clips: int | None, seed: int,
         sub = ClipList([cl.paths[i] for i in order], cl.labels[order], [cl.speakers[i] for i in order])
         audio, _ = load_split(corpus, sub, split, spec, seed=seed)
         names, labels = [q or "_silence_ window" for q in sub.paths], sub.labels
+    order = np.arange(len(labels))
     if clips is not None:
         if clips < 1:
             raise S2EmuError(f"--clips must be >= 1, got {clips}")
-        if loop and clips > len(labels):
-            reps = -(-clips // len(labels))
-            audio, labels, names = np.tile(audio, (reps, 1)), np.tile(labels, reps), names * reps
-        audio, labels, names = audio[:clips], labels[:clips], names[:clips]
-    return StreamSource(audio.astype(np.float32), labels, names)
+        order = np.arange(clips) % len(labels) if loop else order[:clips]
+        audio = audio[:order.max() + 1]
+    return StreamSource(audio.astype(np.float32), np.asarray(labels)[order], [names[i] for i in order], order)
 
 
 def stream_plan(n_clips: int, learn: bool) -> Plan:
@@ -82,7 +82,7 @@ class StreamHost(Host):
         labels = np.maximum(config["labels"], 0)  # unknown labels travel as class 0 (only --learn uses them)
         super().__init__({**config, "x_train": ring, "x_test": ring, "y_train": labels, "y_test": labels})
         self.ring = ring
-        self.audio = config["audio"]
+        self.audio, self.order = config["audio"], np.asarray(config["clip_audio"], np.int64)
         self.labels = np.asarray(config["labels"], np.int64)
         self.featurizer = ClipFeaturizer(self.spec)
         self.per_tick = -(-self.spec.clip_samples // self.T)  # samples of audio per tick (160)
@@ -96,9 +96,9 @@ class StreamHost(Host):
         raise S2EmuError("a streaming run is not checkpointed: its audio and features live in the stream")
 
     def _push(self, clip: int, lo: int, hi: int):
-        if clip >= len(self.audio) or lo >= hi:
+        if clip >= len(self.order) or lo >= hi:
             return
-        feats = self.featurizer.push(self.audio[clip, lo:hi])
+        feats = self.featurizer.push(self.audio[self.order[clip], lo:hi])
         if feats is not None:
             self.ring[clip % 2] = feats
             self.ready = clip

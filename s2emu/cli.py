@@ -1,4 +1,4 @@
-"""The s2emu command line: info, run, eval, stream, memory, map.
+"""The s2emu command line: info, run, eval, stream, memory, map, sweep, scale.
 
 Every command's --json prints one JSON object on stdout; logs and progress go to stderr.
 Errors caused by input are printed as one line (`error: ...`) with exit status 2.
@@ -334,6 +334,44 @@ def cmd_sweep(args) -> dict:
     return {"rows": rows, "outputs": paths}
 
 
+def cmd_scale(args) -> dict:
+    """Strong and weak scaling over PE counts: a table (CSV, Markdown, JSON) and plots."""
+    import dataclasses
+
+    from .chipmodel import parse_assumptions
+    from .scale import parse_modes, parse_pes, scale, summary, write
+
+    recipe = _load(args)
+    pes, modes = parse_pes(args.pes_list), parse_modes(args.mode)
+    limits = {k: v for k, v in (("max_train", args.train), ("max_test", args.test)) if v is not None}
+    if limits:
+        if "max_train" not in recipe.data:
+            raise S2EmuError(f"--train/--test apply to corpus data sets, not to data kind '{recipe.data['kind']}'")
+        recipe = dataclasses.replace(recipe, data={**recipe.data, **limits})
+
+    def row_done(row):
+        if args.quiet:
+            return
+        if row["error"]:
+            err_console.print(f"[yellow]{row['mode']} {row['pes']} PEs: does not fit: {row['error']}[/]")
+        else:
+            err_console.print(f"{row['mode']} {row['pes']} PEs: {row['ms_per_tick']:.2f} ms/tick, largest PE "
+                              f"{row['sram_max_pe_bytes']:,} B, {row['packets_per_tick']:.1f} packets/tick, "
+                              f"chip {row['chip_us_per_tick']:.0f} us/tick, digest {row['state_digest'][:12]}")
+
+    rows = scale(recipe, pes, modes, engine=args.engine, repeats=args.repeats, row_done=row_done,
+                 progress=None if args.quiet else lambda label: ProgressBar(label),
+                 address=args.address, transport=args.transport, assume=parse_assumptions(args.assume))
+    summ = summary(rows)
+    title = (f"{recipe.name} on the {args.engine} engine, --pes {','.join(map(str, pes))}, "
+             f"{recipe.schedule.epochs} epoch(s), batch {recipe.schedule.batch}")
+    paths = write(rows, summ, args.out or f"runs/scale/{recipe.name}", title)
+    if not args.json:
+        out_console.print(Path(paths["markdown"]).read_text())
+        out_console.print(f"written: {', '.join(paths.values())}")
+    return {"recipe": recipe.name, "engine": args.engine, "rows": rows, **summ, "outputs": paths}
+
+
 def cmd_map(args) -> dict:
     from .build import build
     from .router.mapper import placement_report
@@ -440,6 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="runs/sweep", help="folder for sweep.{csv,md,json,png}")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--quiet", action="store_true")
+    sp = sub.add_parser("scale", help="strong and weak scaling across PE counts (tables and plots)")
+    sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe")
+    sp.add_argument("--pes", dest="pes_list", default="1,2,4,8", help="PE counts to split the network over (default 1,2,4,8)")
+    sp.add_argument("--mode", default="strong,weak", help="strong (same network), weak (network grows with "
+                    "the PEs), or both (default)")
+    engine_options(sp)
+    sp.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
+    sp.add_argument("--batch", type=int, help="override the recipe's batch (streams)")
+    sp.add_argument("--train", type=int, help="corpus recipes: train on a seeded subset of N clips")
+    sp.add_argument("--test", type=int, help="corpus recipes: test on a seeded subset of N clips")
+    sp.add_argument("--seed", type=int, help="override the recipe seed")
+    sp.add_argument("--machine", metavar="PRESET", help="another machine preset (see s2emu info)")
+    sp.add_argument("--repeats", type=int, default=1, help="runs per row; wall times are medians (default 1)")
+    sp.add_argument("--assume", action="append", metavar="NAME=VALUE", help="chip model assumption override")
+    sp.add_argument("--out", metavar="DIR", help="where scale.{csv,md,json,png} go (default runs/scale/<recipe>)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng (s2emu synth --help)", add_help=False)
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
@@ -449,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
-            "map": cmd_map, "sweep": cmd_sweep}
+            "map": cmd_map, "sweep": cmd_sweep, "scale": cmd_scale}
 
 
 def main(argv=None) -> int:

@@ -220,6 +220,13 @@ class Network:
                      for p in self.populations)
         return replace(self, populations=pops)
 
+    def grown(self, factor: float) -> "Network":
+        """Every spiking population (every layer) `factor` times as large, inputs and readouts unchanged: the
+        network of a weak-scaling step (s2emu/scale.py)."""
+        pops = tuple(replace(p, size=max(1, round(p.size * factor))) if p.is_neuron or p.is_layer else p
+                     for p in self.populations)
+        return replace(self, populations=pops)
+
     @property
     def n_weights(self) -> int:
         return sum(self[p.pre].size * self[p.post].size for p in self.projections)

@@ -142,6 +142,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "phases": raw.phases,
         **memory_summary(b),
         "router": raw.router_counters,
+        "router_entries": len(b.mapping.table),
         "pe_counters": pe_counters,
         "chip_model": model,
         "spike_counts": {k: int(len(v)) for k, v in spikes.items()},

@@ -116,7 +116,8 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     if b.clock.frames:
         raise S2EmuError("stream needs a chip that takes a frame per tick as the audio arrives; a BPTT stack split "
                          "over PEs pauses the input while it learns (run it whole on one PE, or use s2emu run)")
-    b.host_config.update(kind="stream", audio=src.audio, labels=src.labels, feature_spec=spec.to_dict())
+    b.host_config.update(kind="stream", audio=src.audio, clip_audio=src.order, labels=src.labels,
+                         feature_spec=spec.to_dict())
     classes = b.dataset.classes
     # the audio clock: one clip (S = T + 2 ticks) per clip duration, i.e. 102 ticks per second of audio
     clip_seconds = spec.clip_samples / spec.sample_rate

@@ -61,3 +61,19 @@ def test_stream_learning_online_updates_weights(trained):
     assert out["weight_updates"] > 0  # every PE applied Adam steps while streaming
     frozen = stream(recipe, None, weights=weights, pace=False, console=None, clips=3)
     assert frozen["weight_updates"] == 0
+
+
+def test_looped_stream_repeats_clips_without_copying_their_audio(trained):
+    recipe, weights = trained
+    once = stream(recipe, None, weights=weights, pace=False, console=None)
+    n = once["clips"]
+    looped = stream(recipe, None, weights=weights, pace=False, console=None, clips=2 * n + 1, loop=True)
+    assert looped["clips"] == 2 * n + 1
+    heard = [r["heard"] for r in looped["results"]]
+    assert heard == [r["heard"] for r in once["results"]] * 2 + [once["results"][0]["heard"]]
+    # the host is handed each distinct clip's audio once, however long the loop (no growth in a soak)
+    from s2emu.host.stream import open_source
+    from s2emu.streaming import feature_spec
+    src = open_source(recipe.data["path"], feature_spec(recipe.data), words=recipe.data["words"],
+                      clips=5 * n, seed=recipe.seed, loop=True)
+    assert len(src.audio) == n and len(src.labels) == 5 * n and list(src.order[:n + 1]) == [*range(n), 0]

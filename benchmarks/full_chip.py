@@ -1,0 +1,126 @@
+"""A full SpiNNaker 2 chip on the ray engine: 152 PE actors (151 hidden slices and the readout), the router and
+the host, one process each, started and run on this machine. Start-up time, memory per actor process, and the
+run's digest against the local engine.
+
+    python benchmarks/full_chip.py [--pes 151] [--per-pe 2] [--transport channels]
+
+Writes full_chip.json and full_chip.md. The network is the smoke recipe's with its hidden layer grown to
+pes x per_pe ALIF neurons, per_pe on each PE, on a short stretch of its task (one training batch, one test
+batch). Memory per process, read from /proc once every actor is up: RSS (resident, counting shared pages in
+full), USS (private to the process: what one more actor costs) and PSS (shared pages split among their users:
+the processes' PSS add up to what they take together); and MemAvailable before Ray starts against while the
+actors are up, which includes Ray's own daemons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _results import write_results
+
+from s2emu.build import build
+from s2emu.engines import run_engine
+from s2emu.engines.ray_engine import start_ray
+from s2emu.recipe import load_recipe
+from s2emu.runner import assemble_spikes, assemble_weights, state_digest
+
+MIB = 1024 * 1024
+
+
+def process_memory(pid: int) -> dict:
+    """rss, pss and uss bytes of one process (/proc/PID/smaps_rollup)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) * 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def chip_recipe(pes: int, per_pe: int):
+    r = load_recipe("smoke")
+    pops = tuple(dataclasses.replace(p, size=pes * per_pe) if p.name == "hidden" else p
+                 for p in r.network.populations)
+    r = dataclasses.replace(r, network=dataclasses.replace(r.network, populations=pops),
+                            data={**r.data, "train_per_class": 2, "test_per_class": 2})
+    return r.with_overrides(pes=pes, epochs=1, batch=8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pes", type=int, default=151, help="hidden PEs (one more holds the readout)")
+    ap.add_argument("--per-pe", type=int, default=2, help="hidden neurons per PE")
+    ap.add_argument("--transport", default="channels")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    recipe = chip_recipe(args.pes, args.per_pe)
+    b = build(recipe)
+    local = run_engine("local", b)
+    digest_local = state_digest(assemble_weights(b, local), assemble_spikes(b, local))
+    avail_before = mem_available()
+    t0 = time.perf_counter()
+    started = start_ray()
+    t_ray = time.perf_counter() - t0
+    seen = {}
+
+    def on_ready(pids):
+        seen["avail"] = mem_available()
+        seen["pes"] = [process_memory(p) for p in pids["pes"]]
+        seen["host"] = process_memory(pids["host"])
+        seen["router"] = process_memory(pids["router"])
+        print(f"{len(pids['pes'])} PE actors up", file=sys.stderr)
+
+    try:
+        raw = run_engine("ray", b, transport=args.transport, on_ready=on_ready)
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
+    digest_ray = state_digest(assemble_weights(b, raw), assemble_spikes(b, raw))
+    pe_mem = seen["pes"]
+    med = {k: statistics.median(m[k] for m in pe_mem) for k in ("rss", "uss", "pss")}
+    actors = [*pe_mem, seen["host"], seen["router"]]
+    out = {"benchmark": "full_chip", "date": time.strftime("%Y-%m-%d"), "transport": args.transport,
+           "pes": b.mapping.n_pes, "processes": b.mapping.n_pes + 2, "hidden_neurons": args.pes * args.per_pe,
+           "ticks": raw.ticks, "ray_init_seconds": t_ray, "start_actors_seconds": raw.phases["start_actors"],
+           "run_seconds": raw.phases["run"], "ticks_per_second": raw.ticks / raw.phases["run"],
+           "pe_actor_rss_median_bytes": med["rss"], "pe_actor_uss_median_bytes": med["uss"],
+           "pe_actor_pss_median_bytes": med["pss"], "actors_pss_total_bytes": sum(m["pss"] for m in actors),
+           "actors_rss_total_bytes": sum(m["rss"] for m in actors),
+           "mem_available_drop_bytes": avail_before - seen["avail"],
+           "host_actor": seen["host"], "router_actor": seen["router"],
+           "state_digest": digest_ray, "digest_matches_local": digest_ray == digest_local,
+           "load_average": os.getloadavg()}
+    md = [f"A full chip on the ray engine ({args.transport}): {out['pes']} PE actors + router + host, "
+          f"{out['hidden_neurons']} hidden ALIF neurons, {out['ticks']} ticks; {out['date']}. "
+          f"Command: `python benchmarks/full_chip.py`.", "",
+          "| figure | value |", "|---|---|",
+          f"| Ray start | {t_ray:.1f} s |",
+          f"| actors up (start-up) | {out['start_actors_seconds']:.1f} s "
+          f"({1000 * out['start_actors_seconds'] / out['processes']:.0f} ms per actor) |",
+          f"| PE actor memory, median RSS / PSS / USS | {med['rss'] / MIB:.1f} / {med['pss'] / MIB:.1f} / "
+          f"{med['uss'] / MIB:.1f} MiB |",
+          f"| all actors, PSS total (RSS total) | {out['actors_pss_total_bytes'] / MIB:,.0f} MiB "
+          f"({out['actors_rss_total_bytes'] / MIB:,.0f} MiB) |",
+          f"| MemAvailable drop with the actors up (Ray's daemons included) | "
+          f"{out['mem_available_drop_bytes'] / MIB:,.0f} MiB |",
+          f"| stepping | {out['ticks_per_second']:.1f} ticks/s |",
+          f"| digest same as the local engine | {out['digest_matches_local']} (`{digest_ray[:12]}`) |"]
+    write_results(args.out, "full_chip", out, md)
+
+
+if __name__ == "__main__":
+    main()
