@@ -26,7 +26,7 @@ from _results import write_results
 
 from s2emu.build import build
 from s2emu.engines import run_engine
-from s2emu.engines.ray_engine import start_ray
+from s2emu.engines.ray_engine import run_ray, start_ray
 from s2emu.recipe import load_recipe
 from s2emu.runner import assemble_spikes, assemble_weights, state_digest
 
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"{len(pids['pes'])} PE actors up", file=sys.stderr)
 
     try:
-        raw = run_engine("ray", b, transport=args.transport, on_ready=on_ready)
+        raw = run_ray(b, transport=args.transport, on_ready=on_ready)
     finally:
         if started:
             import ray

@@ -281,7 +281,7 @@ class BpttSlicePE(_SplitBase):
             return
         if len(inbound.p2p_dest):
             raise PacketError(f"{self.label}: a BPTT slice PE takes no labels")
-        kind, which, row, vals = got
+        kind, which, row, vals, _ = got
         for w in np.unique(which[kind == KIND_SPIKES]):
             sel = (kind == KIND_SPIKES) & (which == w)
             (self.frame if w == 0 else self.spikes_in[w - 1])[:, row[sel]] = vals[sel].T
@@ -365,7 +365,7 @@ class BpttReadoutPE(_SplitBase):
         if got is not None:
             if len(inbound.p2p_dest):
                 self.ro.label[:, 0] = self._labels(inbound, self.n_out)
-            kind, which, row, vals = got
+            kind, which, row, vals, _ = got
             for w in np.unique(which):
                 sel = which == w
                 self.spikes_in[int(w) - 1][:, row[sel]] = vals[sel].T

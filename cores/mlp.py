@@ -188,7 +188,7 @@ class LayeredPE(ProcessingElement):
             return
         if len(inbound.p2p_dest):
             self.labels[:, 0] = self._labels(inbound, self.n_out)
-        kind, which, row, vals = got
+        kind, which, row, vals, _ = got
         for b in np.unique(which[kind == KIND_ACTS]):
             sel = (kind == KIND_ACTS) & (which == b)
             self.act[b][:, row[sel]] = vals[sel].T

@@ -36,13 +36,15 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
     u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
     m = u32(mcp_keys)
     p = u32(p2p_dest)
-    return PacketBatch(
-        src=int(src), tick=int(tick), streams=int(streams), mc_keys=u32(mc_keys), mcp_keys=m,
-        mcp_payload=(np.zeros((0, streams), np.float32) if mcp_payload is None
-                     else np.ascontiguousarray(mcp_payload, dtype=np.float32).reshape(len(m), streams)),
-        p2p_dest=p, p2p_tag=u32(p2p_tag),
-        p2p_payload=(np.zeros((0, streams), np.uint32) if p2p_payload is None
-                     else np.ascontiguousarray(p2p_payload, dtype=np.uint32).reshape(len(p), streams)),
+    # the conversions above give every array its dtype and shape, which is all the checked constructor
+    # would verify (~10 us a batch, every PE every tick); values are checked where batches are encoded
+    return PacketBatch.unchecked(
+        int(src), int(tick), int(streams), u32(mc_keys), m,
+        (np.zeros((0, streams), np.float32) if mcp_payload is None
+         else np.ascontiguousarray(mcp_payload, dtype=np.float32).reshape(len(m), streams)),
+        p, u32(p2p_tag),
+        (np.zeros((0, streams), np.uint32) if p2p_payload is None
+         else np.ascontiguousarray(p2p_payload, dtype=np.uint32).reshape(len(p), streams)),
     )
 
 
@@ -133,38 +135,48 @@ class ProcessingElement:
         got = self._lookup(inbound)
         if got is None:
             return x, err, inbound
-        kind, proj, row, vals = got
+        kind, proj, row, vals, unique = got
+        # a key arrives at most once a tick in a healthy run: plain assignment; a repeated key adds up
+        put = (lambda dst, r, v: dst.__setitem__(r, v)) if unique else np.add.at
         for q, pr in enumerate(self.projections):
             sel = (kind == KIND_SYNAPSE) & (proj == q)
             if sel.any():
                 xq = np.zeros((self.B, pr["n_pre"]), np.float32)
-                np.add.at(xq.T, row[sel], vals[sel])
+                put(xq.T, row[sel], vals[sel])
                 x[q] = xq
         sel = kind == KIND_ERROR
         if sel.any():
             err = np.zeros((self.B, self.n), np.float32)
-            np.add.at(err.T, row[sel], vals[sel])
+            put(err.T, row[sel], vals[sel])
         return x, err, inbound
 
     def _lookup(self, inbound: PacketBatch | None):
-        """What each inbound packet means, by the key map: (kind, which, row, values [n, B]), in key order
-        (= global neuron order, so sums over packets do not depend on the split; spikes without payload have
-        value 1). Checks the streams and that every key is known."""
+        """What each inbound packet means, by the key map: (kind, which, row, values [n, B], unique), in key
+        order (= global neuron order, so sums over packets do not depend on the split; spikes without payload
+        have value 1); unique: no key came twice. Checks the streams and that every key is known."""
         if inbound is None or len(inbound) == 0:
             return None
         if inbound.streams != self.B:
             raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
         self.counters["packets_in"] += len(inbound)
-        keys = np.concatenate([inbound.mc_keys, inbound.mcp_keys])
-        vals = np.concatenate([np.ones((len(inbound.mc_keys), self.B), np.float32), inbound.mcp_payload])
-        order = np.argsort(keys, kind="stable")
-        keys, vals = keys[order], vals[order]
+        mc, mcp = inbound.mc_keys, inbound.mcp_keys
+        spikes = np.ones((len(mc), self.B), np.float32)
+        if not len(mc) or not len(mcp):  # one kind only (the common case): no concatenation
+            keys, vals = (mcp, inbound.mcp_payload) if len(mcp) else (mc, spikes)
+        else:
+            keys, vals = np.concatenate([mc, mcp]), np.concatenate([spikes, inbound.mcp_payload])
+        step = keys[1:].astype(np.int64) - keys[:-1]
+        if (step < 0).any():  # the router delivers sources in order, so this is rare
+            order = np.argsort(keys, kind="stable")
+            keys, vals = keys[order], vals[order]
+            step = keys[1:].astype(np.int64) - keys[:-1]
         pos = np.minimum(np.searchsorted(self.km_keys, keys), max(len(self.km_keys) - 1, 0))
         bad = (self.km_keys[pos] != keys) if len(self.km_keys) else np.ones(len(keys), bool)
         if np.any(bad):
             raise PacketError(f"{self.label}: received key 0x{int(keys[np.argmax(bad)]):08x} at tick {inbound.tick} "
                               f"that it has no use for (routing table and key map disagree)")
-        return self.km_kind[pos], self.km_proj[pos], self.km_row[pos], vals
+        unique = bool((step != 0).all())  # sorted: repeats are neighbours
+        return self.km_kind[pos], self.km_proj[pos], self.km_row[pos], vals, unique
 
     def _out(self, tick, **parts) -> PacketBatch:
         """The tick's outbound batch; every step ends here, so the tick's work is noted here too."""
@@ -282,7 +294,9 @@ class NeuronPE(ProcessingElement):
             return self._out(tick)
         if s > self.T:  # the readout's last tick of this sample; nothing for the neurons to do
             return self._out(tick)
-        return self._advance(tick, x)
+        # traces only where the sample learns: a test sample's would never meet a learning signal (the readout
+        # sends none, and the last one of a training sample arrives at the next sample's tick 0, before reset)
+        return self._advance(tick, x, self.learning and self.clock.learns(sample))
 
     def _reset(self):
         for arr in (self.v, self.a, self.z, *self.epsv, *self.epsa, *self.ebar):
@@ -292,7 +306,7 @@ class NeuronPE(ProcessingElement):
             for g in self.grad:
                 g[...] = 0
 
-    def _advance(self, tick, x) -> PacketBatch:
+    def _advance(self, tick, x, learn: bool) -> PacketBatch:
         c = self.c
         self.I[...] = 0
         for q, xq in enumerate(x):
@@ -312,7 +326,7 @@ class NeuronPE(ProcessingElement):
         self.v -= z_prev * A
         u = self.v - A
         self.z[...] = u > 0
-        if self.learning:
+        if learn:
             self._trace(x, surrogate(self.lc["surrogate"], u, c.v_th))
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))

@@ -24,6 +24,7 @@ import gc
 import logging
 import os
 import pickle
+import selectors
 import struct
 import time
 import traceback
@@ -119,7 +120,9 @@ def _actor_classes():
                             out, status = OK + pack(self.obj.snapshot()), None
                         else:
                             inbound = decode(memoryview(msg)[_TICK_SIZE:]) if len(msg) > _TICK_SIZE else None
-                            out, status = OK + encode(self.obj.step(tick, inbound)), None
+                            batch = self.obj.step(tick, inbound)
+                            # an empty batch travels as OK alone: most PEs send nothing most ticks
+                            out, status = (OK + encode(batch) if len(batch) else OK), None
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
                         out, status = _error_message(e), "failed"
                     try:
@@ -153,6 +156,7 @@ def _actor_classes():
             self.busy = 0.0
             self.listener = None
             self.conns = None  # channels: conns[e] talks to endpoint e
+            self.selector = None  # readiness of the channels (accept_channels)
             self.failure = None  # the first channel failure, raised again by any later call
             self.sent = None  # the tick whose messages the endpoints already have, if not yet collected
 
@@ -190,6 +194,10 @@ def _actor_classes():
             self.listener.close()
             self.listener = None
             self.conns = conns
+            # one epoll set for the run: multiprocessing's wait() builds a selector on every call
+            self.selector = selectors.DefaultSelector()
+            for e, c in enumerate(conns):
+                self.selector.register(c, selectors.EVENT_READ, e)
             return self.n
 
         def close_channels(self):
@@ -203,6 +211,9 @@ def _actor_classes():
             self._close()
 
         def _close(self):
+            if self.selector is not None:
+                self.selector.close()
+                self.selector = None
             for c in self.conns or ():
                 c.close()
             self.conns = None
@@ -231,16 +242,23 @@ def _actor_classes():
         def _collect(self, tick):
             """Every endpoint's outbound batch for `tick`, decoded in arrival order (while the others are
             still stepping)."""
-            from multiprocessing.connection import wait
-
             outs = [None] * self.n
+            got = [False] * self.n
             errors = {}  # endpoint -> its exception; the first endpoint's is raised, as the local engine would
-            index = {c: e for e, c in enumerate(self.conns)}
-            pending = list(self.conns)
-            while pending:
-                for c in wait(pending):  # blocks in poll(): no busy waiting
-                    e = index[c]
-                    pending.remove(c)
+            left = self.n  # an endpoint sends one message per tick, then waits for the next tick's
+            while left:
+                for key, _ in self.selector.select():  # blocks in epoll: no busy waiting
+                    e, c = key.data, key.fileobj
+                    if e in errors:  # it closed its channel after reporting its error: that error is raised
+                        self.selector.unregister(c)
+                        continue
+                    if got[e]:  # readable again this tick: it went away after its message
+                        try:
+                            c.recv_bytes()
+                        except (EOFError, OSError) as exc:
+                            self._fail(self._died(e, tick, exc))
+                        self._fail(S2EmuError(f"{self.names[e]} sent two messages in tick {tick}"))
+                    left -= 1
                     try:
                         msg = c.recv_bytes()
                     except (EOFError, OSError) as exc:
@@ -250,12 +268,14 @@ def _actor_classes():
                         err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at tick {tick}:\n{tb}")
                         errors[e] = err
                         continue
-                    t = time.perf_counter()
-                    outs[e] = decode(memoryview(msg)[1:])
-                    self.busy += time.perf_counter() - t
+                    got[e] = True
+                    if len(msg) > 1:  # OK alone: an empty batch, nothing to route
+                        t = time.perf_counter()
+                        outs[e] = decode(memoryview(msg)[1:])
+                        self.busy += time.perf_counter() - t
             if errors:
                 self._fail(errors[min(errors)])
-            return outs
+            return [b for b in outs if b is not None]
 
         # ------------------------------------------------------------ the clock
 
@@ -297,7 +317,7 @@ def _actor_classes():
                 routed = self.router.route(outs, tick)
                 nxt = tick + 1
                 for e in range(self.n):
-                    self.inbound[e] = encode(routed[e])
+                    self.inbound[e] = encode(routed[e]) if len(routed[e]) else None  # None: just the tick
                     if nxt < end:
                         self._send(e, nxt)
                 self.sent = nxt if nxt < end else None
