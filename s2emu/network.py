@@ -64,6 +64,11 @@ class Population:
     def is_layer(self) -> bool:
         return self.model in LAYER_MODELS
 
+    @property
+    def is_split(self) -> bool:
+        """Cut over PEs by --pes (and grown by weak scaling): neurons and layers, not inputs or readouts."""
+        return self.is_neuron or self.is_layer
+
     def slices(self) -> list[tuple[int, int]]:
         """Contiguous [lo, hi) neuron ranges, one per PE. Readouts stay whole: the softmax needs all of them.
         (Layered networks are cut by the mapper, into as many slices as their largest layer asks for.)"""
@@ -215,17 +220,15 @@ class Network:
     def split_over(self, pes: int) -> "Network":
         """Every spiking population (every layer of a layered network) cut into (at most) `pes` slices of
         near-equal size."""
-        pops = tuple(replace(p, max_atoms_per_core=max(1, math.ceil(p.size / pes))) if p.is_neuron or p.is_layer
-                     else p
-                     for p in self.populations)
-        return replace(self, populations=pops)
+        return self._with_split(lambda p: replace(p, max_atoms_per_core=max(1, math.ceil(p.size / pes))))
 
     def grown(self, factor: float) -> "Network":
         """Every spiking population (every layer) `factor` times as large, inputs and readouts unchanged: the
         network of a weak-scaling step (s2emu/scale.py)."""
-        pops = tuple(replace(p, size=max(1, round(p.size * factor))) if p.is_neuron or p.is_layer else p
-                     for p in self.populations)
-        return replace(self, populations=pops)
+        return self._with_split(lambda p: replace(p, size=max(1, round(p.size * factor))))
+
+    def _with_split(self, change) -> "Network":
+        return replace(self, populations=tuple(change(p) if p.is_split else p for p in self.populations))
 
     @property
     def n_weights(self) -> int:

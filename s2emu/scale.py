@@ -63,8 +63,7 @@ def scale(recipe, pes: list[int], modes: list[str], *, engine: str = "local", re
     for mode in modes:
         for p in pes:
             r = scaled_recipe(recipe, mode, p, pes[0])
-            row = {"mode": mode, "pes": p, "neurons": sum(q.size for q in r.network.populations
-                                                          if q.is_neuron or q.is_layer),
+            row = {"mode": mode, "pes": p, "neurons": sum(q.size for q in r.network.populations if q.is_split),
                    "weights": r.network.n_weights}
             try:
                 results = []

@@ -127,10 +127,9 @@ def write(rows: list[dict], out_dir) -> dict:
 
 
 def _plot(rows, path) -> str:
-    import matplotlib
+    from .plots import _pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     metrics = (("accuracy", "test accuracy"), ("total_bytes", "SRAM (B)"), ("macs_per_sample", "MACs / sample"),
                ("accesses_per_sample", "SRAM accesses / sample"))
