@@ -20,6 +20,7 @@ class RawRun:
     resumed_from: int = 0  # the tick a resumed run started from (0: from the start)
     checkpoints: int = 0  # checkpoints written
     restarts: int = 0  # times the emulation was restarted from a checkpoint after a process died (ray)
+    chip_nodes: list | None = None  # (ray) the Ray node each chip in use ran on, in chip order
 
 
 @dataclass

@@ -7,8 +7,8 @@ import time
 from s2emu.checkpoint import pack, unpack
 from s2emu.cores.pe import make_pe
 from s2emu.host.host import make_host
+from s2emu.router.mesh import Mesh
 from s2emu.router.packets import decode, encode
-from s2emu.router.router import Router
 
 from . import LiveStatus, RawRun
 
@@ -20,7 +20,7 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     pes = [make_pe(c) for c in build.pe_configs]
     host = make_host(build.host_config)
     m = build.mapping
-    router = Router(m.table, m.n_endpoints, streams=host.B)
+    router = Mesh(m, streams=host.B)  # one router per chip
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
     inbound = [None] * len(actors)
     start = 0
@@ -34,15 +34,14 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
             progress(start)
     if observer is not None:
         scores = getattr(host, "clip_scores", lambda: None)
-        observer(lambda: LiveStatus(router.routed, router.mc_sent.tolist(), scores()))
+        observer(lambda: LiveStatus(router.routed, router.mc_sent(), scores()))
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
     for tick in range(start, n_ticks):
         a = time.perf_counter()
         outs = [actor.step(tick, inbound[e]) for e, actor in enumerate(actors)]
         b = time.perf_counter()
-        routed = router.route(outs, tick)  # delivered at tick + 1 (cores/timing.py)
-        inbound = [routed[e] for e in range(len(actors))]
+        inbound = router.route(outs, tick)  # delivered at tick + 1 (cores/timing.py)
         t_step += b - a
         t_route += time.perf_counter() - b
         if progress is not None:

@@ -16,6 +16,12 @@ Two transports carry the per-tick exchange between the router and the endpoints:
   whose object raises sends the exception over the channel, and the router raises it; an endpoint whose
   process dies closes its socket, and the router raises S2EmuError at once.
 * ``calls``: one Ray actor call per endpoint per tick (~1 ms each): simpler, slower; the measured baseline.
+
+A machine of many chips runs one router actor per chip (every chip a packet may reach), each the clock of
+its own endpoints. Neighbouring routers are joined by a channel per link (the higher-numbered chip connects
+to the lower one's listener) and do router/mesh.py's hop rounds over them every tick: send on every link what
+leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. Only the channels transport
+runs many chips.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ STALL_TIMEOUT = 300.0  # seconds without a chunk of CHUNK ticks (or a snapshot, 
 _TICK = "<q"  # a format, not a struct.Struct: Ray pickles the actor classes, and a Struct does not pickle
 _TICK_SIZE = struct.calcsize(_TICK)
 STOP, SNAPSHOT = -1, -2
+LINK_HELLO = -10  # a router's first message on a link channel: LINK_HELLO - (the link, as the listener names it)
 OK, ERROR = b"\x00", b"\x01"
 
 
@@ -74,8 +81,8 @@ def _actor_classes():
     from s2emu.checkpoint import pack, unpack
     from s2emu.cores.pe import make_pe
     from s2emu.host.host import Host, make_host
-    from s2emu.router.packets import decode, encode
-    from s2emu.router.router import Router
+    from s2emu.machine import LINK_NAMES, opposite
+    from s2emu.router.packets import decode, decode_many, encode, encode_many
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class EndpointActor:
@@ -86,6 +93,9 @@ def _actor_classes():
 
         def ready(self):
             return os.getpid()
+
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
 
         def step(self, tick, inbound):
             return encode(self.obj.step(tick, decode(inbound) if inbound is not None else None))
@@ -147,11 +157,17 @@ def _actor_classes():
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class RouterActor:
-        def __init__(self, table, endpoints, streams, names):
-            self.endpoints = endpoints  # actor handles; endpoint e is endpoints[e]
+        """One chip's router (s2emu.router.Router), clock of its endpoints; `neighbours` maps each link that
+        leads to another chip in use to that chip, `hops` is the mapping's hop rounds per tick."""
+
+        def __init__(self, router, endpoints, names, neighbours=None, hops=0):
+            self.endpoints = endpoints  # actor handles; endpoint e (local index) is endpoints[e]
             self.names = names  # endpoint e is names[e] in error messages
             self.n = len(endpoints)
-            self.router = Router(table, self.n, streams=streams)
+            self.router = router
+            router.reset_counters()  # fresh arrays: those Ray hands over from its object store are read-only
+            self.neighbours, self.hops = dict(neighbours or {}), hops
+            self.links = {}  # link -> channel to the neighbouring chip's router
             self.inbound = [None] * self.n
             self.busy = 0.0
             self.listener = None
@@ -162,6 +178,9 @@ def _actor_classes():
 
         def ready(self):
             return os.getpid()
+
+        def node(self):
+            return ray.get_runtime_context().get_node_id()
 
         # ------------------------------------------------------------ channels
 
@@ -174,19 +193,29 @@ def _actor_classes():
                                      backlog=self.n + 1, authkey=authkey)
             return self.listener.address, authkey
 
-        def accept_channels(self):
-            """Accept one authenticated channel per endpoint (the driver watches for endpoints that die
-            before connecting, and kills this actor then)."""
+        def accept_channels(self, peers=None):
+            """Connect a channel to each neighbouring router in `peers` ({link: (address, authkey)}, the
+            lower-numbered chips), then accept one authenticated channel per endpoint and per other
+            neighbour (the driver watches for endpoints that die before connecting, and kills this actor
+            then)."""
             from multiprocessing import AuthenticationError
+            from multiprocessing.connection import Client
 
+            for link, (address, authkey) in (peers or {}).items():
+                c = Client(tuple(address), family="AF_INET", authkey=authkey)
+                c.send_bytes(struct.pack(_TICK, LINK_HELLO - opposite(link)))
+                self.links[link] = c
             conns = [None] * self.n
             gc.freeze()  # as in serve
-            while any(c is None for c in conns):
+            while any(c is None for c in conns) or len(self.links) < len(self.neighbours):
                 try:
                     c = self.listener.accept()
                 except (AuthenticationError, EOFError, ConnectionError):
                     continue  # not one of ours (wrong key) or gone during the handshake
                 (e,) = struct.unpack(_TICK, c.recv_bytes(_TICK_SIZE))
+                if e <= LINK_HELLO and LINK_HELLO - e in self.neighbours and LINK_HELLO - e not in self.links:
+                    self.links[LINK_HELLO - e] = c
+                    continue
                 if not 0 <= e < self.n or conns[e] is not None:
                     c.close()
                     raise S2EmuError(f"channel claims endpoint {e}, which is unknown or already connected")
@@ -214,9 +243,9 @@ def _actor_classes():
             if self.selector is not None:
                 self.selector.close()
                 self.selector = None
-            for c in self.conns or ():
+            for c in [*(self.conns or ()), *self.links.values()]:
                 c.close()
-            self.conns = None
+            self.conns, self.links = None, {}
             if self.listener is not None:
                 self.listener.close()
                 self.listener = None
@@ -314,7 +343,7 @@ def _actor_classes():
             for tick in range(start, end):
                 outs = self._collect(tick)
                 t = time.perf_counter()
-                routed = self.router.route(outs, tick)
+                routed = self._route(outs, tick)
                 nxt = tick + 1
                 for e in range(self.n):
                     self.inbound[e] = encode(routed[e]) if len(routed[e]) else None  # None: just the tick
@@ -322,6 +351,36 @@ def _actor_classes():
                         self._send(e, nxt)
                 self.sent = nxt if nxt < end else None
                 self.busy += time.perf_counter() - t
+
+        def _route(self, outs, tick):
+            """A tick's packets through the mesh's hop rounds (as router/mesh.py Mesh.route does for all
+            chips at once), then delivered to this chip's endpoints."""
+            if not self.neighbours:
+                return self.router.route(outs, tick)
+            arrived, moving, heading = [], outs, {}
+            for hop in range(self.hops + 1):
+                sent = self.router.forward(moving, heading, last=hop == self.hops)
+                if hop == self.hops:
+                    break
+                for link, c in self.links.items():
+                    try:
+                        c.send_bytes(encode_many(sent.get(link, [])))
+                    except OSError as exc:
+                        self._fail(self._link_down(link, tick, exc))
+                moving, heading = [], {}
+                for link, c in self.links.items():
+                    try:
+                        got = decode_many(c.recv_bytes())
+                    except (EOFError, OSError) as exc:
+                        self._fail(self._link_down(link, tick, exc))
+                    moving += got
+                    heading.update((b.src, opposite(link)) for b in got)  # the way they travel
+                arrived += moving
+            return self.router.route(outs, tick, arrived)
+
+        def _link_down(self, link, tick, exc):
+            return ActorDiedError(f"the router of chip {self.neighbours[link]} (link {LINK_NAMES[link]} of chip "
+                                  f"{self.router.chip}) closed its channel during tick {tick} ({type(exc).__name__})")
 
         def counters(self):
             return self.router.counters_dict(), self.router.drop_report(), self.busy
@@ -586,38 +645,143 @@ class _Watch:
             self.pending, self.asked = self.host.clip_scores.remote(), time.monotonic()
 
 
+PLACEMENT_CPU = 0.001  # what a chip's bundle reserves: a token (the actors take no CPU), for Ray to place it
+
+
+class _Placement:
+    """A placement group with one bundle per chip in use, spread over the cluster's nodes: every actor of a
+    chip (its PEs, its router, the host on chip 0) goes into that chip's bundle, hence onto one node, and only
+    the links between chips may cross between nodes."""
+
+    def __init__(self, chips: list[int]):
+        from ray.util.placement_group import placement_group
+
+        self.bundle = {c: i for i, c in enumerate(chips)}
+        self.group = placement_group([{"CPU": PLACEMENT_CPU}] * len(chips), strategy="SPREAD")
+
+    def wait(self) -> list[str]:
+        """Block until the group is placed; the node id of every chip's bundle, in chip order."""
+        from ray.util.placement_group import placement_group_table
+
+        _get_all([self.group.ready()], START_TIMEOUT, "placing the chips on the cluster's nodes")
+        nodes = placement_group_table(self.group)["bundles_to_node_id"]
+        return [nodes[i] for i in self.bundle.values()]
+
+    def on(self, chip: int) -> dict:
+        """Actor options that put an actor on `chip`'s node."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(self.group, self.bundle[chip])}
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.group)
+
+
+class _Chips:
+    """The driver's view of the chips' router actors: which endpoints each serves, and the glue that turns
+    their per-chip answers into the run's (global endpoint order)."""
+
+    def __init__(self, mapping, actors, names, streams, RouterActor, placement):
+        self.mapping, self.geometry = mapping, mapping.machine.geometry
+        self.chips = sorted(mapping.tables)
+        self.endpoints = {c: mapping.chip_endpoints(c) for c in self.chips}
+        self.routers = {c: RouterActor.options(**placement.on(c)).remote(
+            mapping.router(c, streams), [actors[e] for e in self.endpoints[c]], [names[e] for e in self.endpoints[c]],
+            {link: n for link in range(6) if (n := self.geometry.neighbour(c, link)) in mapping.tables},
+            mapping.hops) for c in self.chips}
+
+    @property
+    def actors(self) -> list:
+        return list(self.routers.values())
+
+    def open_channels(self, host_ip) -> None:
+        opened = _get_all([r.open_channels.remote(host_ip) for r in self.actors], START_TIMEOUT, "opening channels")
+        self.addresses = dict(zip(self.chips, opened))
+
+    def serve(self, actors) -> dict:
+        """Every endpoint's serve call (-> its global index), connecting it to its own chip's router."""
+        return {actors[e].serve.remote(*self.addresses[c], i): e
+                for c in self.chips for i, e in enumerate(self.endpoints[c])}
+
+    def accept_channels(self, serving) -> None:
+        calls = []
+        for c, r in self.routers.items():  # each router connects to its lower-numbered neighbours
+            peers = {link: self.addresses[n] for link in range(6)
+                     if (n := self.geometry.neighbour(c, link)) is not None and n in self.routers and n < c}
+            calls.append(r.accept_channels.remote(peers))
+        for ref in calls:
+            _get(ref, serving, CONNECT_TIMEOUT, "connecting the endpoints' and links' channels to the routers")
+
+    def advance(self, tick, count) -> list:
+        return [r.advance.remote(tick, count) for r in self.actors]
+
+    def merged_status(self, answers) -> tuple:
+        """(routed, mc_sent per global endpoint) from every chip's advance answer."""
+        mc_sent = [0] * self.mapping.n_endpoints
+        for c, (_, sent) in zip(self.chips, answers):
+            for e, n in zip(self.endpoints[c], sent):
+                mc_sent[e] = n
+        return sum(a[0] for a in answers), mc_sent
+
+    def snapshot(self) -> list:
+        return [r.snapshot.remote() for r in self.actors]
+
+    def merged_snapshot(self, answers) -> tuple:
+        """(endpoint states, router states, inbound), global endpoint order, from every chip's snapshot."""
+        states, inbound = [None] * self.mapping.n_endpoints, [None] * self.mapping.n_endpoints
+        for c, (st, _, ib) in zip(self.chips, answers):
+            for i, e in enumerate(self.endpoints[c]):
+                states[e], inbound[e] = st[i], ib[i]
+        return states, [a[1] for a in answers], inbound
+
+    def restore(self, resume) -> list:
+        return [r.restore.remote(st, [resume["inbound"][e] for e in self.endpoints[c]])
+                for (c, r), st in zip(self.routers.items(), resume["router"], strict=True)]
+
+
 def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -> RawRun:
     import ray
+
+    from s2emu.router.mesh import merge_counters, merge_drop_reports
 
     EndpointActor, RouterActor = _actor_classes()
     t0 = time.perf_counter()
     m = build.mapping
-    pes = [EndpointActor.remote("pe", c) for c in build.pe_configs]
-    host = EndpointActor.options(max_concurrency=2 if observer else 1).remote("host", build.host_config)
+    if len(m.tables) > 1 and transport != "channels":
+        raise S2EmuError(f"a machine of {len(m.tables)} chips runs on the channels transport only, not "
+                         f"'{transport}'")
+    placement = _Placement(sorted(m.tables))
+    chip_of = m.endpoint_chips
+    pes = [EndpointActor.options(**placement.on(chip_of[c["pe_id"]])).remote("pe", c) for c in build.pe_configs]
+    host = EndpointActor.options(max_concurrency=2 if observer else 1, **placement.on(chip_of[m.host])).remote(
+        "host", build.host_config)
     watch = _Watch(host) if observer is not None else None
     actors = [*pes, host]
     names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
-    router = RouterActor.remote(m.table, actors, build.host_config["streams"], names)
+    chips = _Chips(m, actors, names, build.host_config["streams"], RouterActor, placement)
     serving = {}  # serve call -> endpoint index
-    queued = deque()  # (advance call, ticks, None) or (snapshot call, 0, tick) not awaited yet; one queued
-    # behind the running one keeps the router busy between driver calls
+    queued = deque()  # (advance calls, ticks, None) or (snapshot calls, 0, tick) not awaited yet; one queued
+    # behind the running one keeps the routers busy between driver calls
     try:
-        pids = _get_all([a.ready.remote() for a in (*actors, router)], START_TIMEOUT, "starting the actors")
+        chip_nodes = placement.wait()
+        pids = _get_all([a.ready.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "starting the actors")
         tick = 0
         if resume is not None:
-            _get_all([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])]
-                     + [router.restore.remote(resume["router"], resume["inbound"])], START_TIMEOUT,
-                     "restoring the checkpoint")
+            _get_all([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])] + chips.restore(resume),
+                     START_TIMEOUT, "restoring the checkpoint")
             tick = int(resume["tick"])  # (run_ray's progress already counts from here)
         start = tick
         if on_ready is not None:
-            on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[-1]})
+            nodes = _get_all([a.node.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "asking for nodes")
+            on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[len(actors)],
+                      "routers": pids[len(actors):], "chip_nodes": chip_nodes,
+                      "nodes": {"pes": nodes[:len(pes)], "host": nodes[len(pes)], "routers": nodes[len(actors):]}})
         if transport == "channels":
-            host_ip = _channel_host()
-            address, authkey = _get_all([router.open_channels.remote(host_ip)], START_TIMEOUT, "opening channels")[0]
-            serving.update({a.serve.remote(address, authkey, e): e for e, a in enumerate(actors)})
-            _get(router.accept_channels.remote(), serving, CONNECT_TIMEOUT,
-                 "connecting the endpoints' channels to the router")
+            chips.open_channels(_channel_host())
+            serving.update(chips.serve(actors))
+            chips.accept_channels(serving)
         t_start = time.perf_counter() - t0
         if watch is not None:
             observer(lambda: watch.status)
@@ -626,43 +790,49 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
         while tick < n_ticks or queued:
             if tick < n_ticks:
                 end = min(tick + CHUNK, checkpointer.next_due(tick) if checkpointer else n_ticks)
-                queued.append((router.advance.remote(tick, end - tick), end - tick, None))
+                queued.append((chips.advance(tick, end - tick), end - tick, None))
                 tick = end
                 if checkpointer is not None and checkpointer.due(tick):
-                    queued.append((router.snapshot.remote(), 0, tick))
+                    queued.append((chips.snapshot(), 0, tick))
             if len(queued) >= 2 or tick >= n_ticks:
-                ref, done, at = queued.popleft()
-                got = _get(ref, serving, STALL_TIMEOUT, "a chunk of ticks" if at is None else "a snapshot")
+                refs, done, at = queued.popleft()
+                what = "a chunk of ticks" if at is None else "a snapshot"
+                got = [_get(ref, serving, STALL_TIMEOUT, what) for ref in refs]
                 if at is not None:  # the state after `at` ticks
-                    checkpointer.write(at, *got)
+                    checkpointer.write(at, *chips.merged_snapshot(got))
                     continue
                 if watch is not None:
-                    watch.update(got)
+                    watch.update(chips.merged_status(got))
                 if progress is not None:
                     progress(done)
         t_run = time.perf_counter() - t1
         if transport == "channels":
-            _get_all([router.close_channels.remote(), *serving], STALL_TIMEOUT, "closing the channels")
+            _get_all([r.close_channels.remote() for r in chips.actors] + list(serving), STALL_TIMEOUT,
+                     "closing the channels")
         finished = _get_all([p.finish.remote() for p in pes], STALL_TIMEOUT, "collecting the PEs' results")
-        (counters, drops, router_busy), results = _get_all([router.counters.remote(), host.finish.remote()],
-                                                           STALL_TIMEOUT, "collecting the results")
+        *per_chip, results = _get_all([r.counters.remote() for r in chips.actors] + [host.finish.remote()],
+                                      STALL_TIMEOUT, "collecting the results")
     except BaseException:
-        for a in (*actors, router):
+        for a in (*actors, *chips.actors):
             ray.kill(a)
-        _discard([r for r, _, _ in queued] + list(serving) + ([watch.pending] if watch and watch.pending else []))
+        _discard([r for refs, _, _ in queued for r in refs] + list(serving)
+                 + ([watch.pending] if watch and watch.pending else []))
+        placement.remove()
         raise
-    for a in (*actors, router):
+    for a in (*actors, *chips.actors):
         ray.kill(a)
+    placement.remove()
     return RawRun(
         host_results=results,
         weights={c["pe_id"]: f[0] for c, f in zip(build.pe_configs, finished)},
         recordings={c["pe_id"]: f[1] for c, f in zip(build.pe_configs, finished)},
         pe_counters={c["pe_id"]: f[2] for c, f in zip(build.pe_configs, finished)},
-        router_counters=counters,
-        drop_report=drops,
+        router_counters=merge_counters([c for c, _, _ in per_chip], m.n_endpoints, m.machine.geometry),
+        drop_report=merge_drop_reports([d for _, d, _ in per_chip]),
         ticks=n_ticks,
         wall_seconds=time.perf_counter() - t0,
-        phases={"start_actors": t_start, "run": t_run, "router_busy": router_busy},
+        phases={"start_actors": t_start, "run": t_run, "router_busy": max(b for _, _, b in per_chip)},
         resumed_from=start,
         checkpoints=0 if checkpointer is None else checkpointer.written,
+        chip_nodes=chip_nodes,
     )

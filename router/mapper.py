@@ -1,20 +1,37 @@
-"""The mapper: network -> placement on PEs -> key allocation -> routing table. One small stage per job,
+"""The mapper: network -> placement on PEs -> key allocation -> routing tables. One small stage per job,
 as in PACMAN (partition, place, allocate keys, route, compress), each with a report.
 
-Endpoints of the chip router: PEs 0..P-1 and the host as endpoint P (as if reached through the
-Ethernet-attached monitor processor of chip 0).
+Endpoints: PEs 0..P-1 and the host as endpoint P (as if reached through the Ethernet-attached monitor
+processor of chip 0). PE p sits on chip p // pes_per_chip, so a network larger than one chip spans chips.
+Each flow of keys (one source endpoint, its target endpoints) becomes a multicast tree over the chip mesh
+(route_flows): an entry on every chip where the tree delivers or turns, none where it runs straight on
+(default routing). A chip's routes name its own endpoints by their local index (their order on the chip).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from s2emu.errors import MachineError
-from s2emu.machine import Machine
+from s2emu.errors import MachineError, RoutingError
+from s2emu.machine import Machine, MeshGeometry
 from s2emu.network import Network
 
 from .keys import KeyAllocation, allocate_keys
-from .table import Entry, MulticastTable, build_table, route_for
+from .router import Router
+from .table import N_LINKS, Entry, MulticastTable, build_table, route_for
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Keys matching (key, mask), sent by one endpoint to some endpoints (global endpoint ids)."""
+    key: int
+    mask: int
+    source: int
+    targets: tuple[int, ...]
+
+
+def _flow(key_mask: tuple[int, int], source: int, targets) -> Flow:
+    return Flow(*key_mask, source, tuple(targets))
 
 
 @dataclass(frozen=True)
@@ -47,8 +64,35 @@ class Mapping:
     machine: Machine
     vertices: tuple[Vertex, ...]
     keys: KeyAllocation
-    table: MulticastTable
+    tables: dict[int, MulticastTable]  # chip -> its router's table, for every chip a packet may reach
     entries_before_merge: int
+    hops: int  # the most links a packet crosses in one tick (0 on one chip)
+
+    @property
+    def table(self) -> MulticastTable:
+        """Chip 0's table: the whole table of a one-chip mapping."""
+        return self.tables[0]
+
+    @property
+    def router_entries(self) -> int:
+        return sum(len(t) for t in self.tables.values())
+
+    @property
+    def endpoint_chips(self) -> tuple[int, ...]:
+        """The chip of every endpoint: PE p on chip p // pes_per_chip, the host on chip 0."""
+        return chips_of_endpoints(self.n_pes, self.machine)
+
+    def chip_endpoints(self, chip: int) -> list[int]:
+        """The endpoints on a chip, in local index order."""
+        return [e for e, c in enumerate(self.endpoint_chips) if c == chip]
+
+    def router(self, chip: int, streams: int) -> Router:
+        """The router of one chip, with its table, its endpoints and its links to the other chips in use."""
+        g = self.machine.geometry
+        return Router(self.tables[chip], len(self.chip_endpoints(chip)), chip=chip, streams=streams,
+                      endpoints=self.chip_endpoints(chip),
+                      p2p_links=[g.next_link(chip, c) for c in self.endpoint_chips],
+                      links=[i for i in range(N_LINKS) if g.neighbour(chip, i) in self.tables])
 
     @property
     def n_pes(self) -> int:
@@ -75,11 +119,56 @@ class Mapping:
             "placement": [{"pe": v.pe, "population": v.population, "slice": v.slice_index, "lo": v.lo, "hi": v.hi}
                           for v in self.vertices],
             "keys": self.keys.to_dict(),
-            "table": {"entries": len(self.table), "entries_before_merge": self.entries_before_merge,
+            "table": {"entries": self.router_entries, "entries_before_merge": self.entries_before_merge,
                       "capacity": self.machine.router_entries,
                       "rows": [{"key": f"0x{e.key:08x}", "mask": f"0x{e.mask:08x}", "route": e.route}
                                for e in self.table.entries]},
+            "mesh": [self.machine.geometry.width, self.machine.geometry.height],
+            "hops": self.hops,
+            "chips": [{"chip": c, "xy": list(self.machine.geometry.xy(c)), "endpoints": self.chip_endpoints(c),
+                       "entries": len(t), "rows": t.to_rows()} for c, t in sorted(self.tables.items())],
         }
+
+
+def chips_of_endpoints(n_pes: int, machine: Machine) -> tuple[int, ...]:
+    return tuple(p // machine.pes_per_chip for p in range(n_pes)) + (0,)
+
+
+def route_flows(flows: list[Flow], endpoint_chips: tuple[int, ...], geometry: MeshGeometry,
+                capacity: int) -> tuple[dict[int, MulticastTable], int, int]:
+    """Every flow as a multicast tree of greedy shortest paths from its source's chip to its targets' chips.
+    Returns the chips' tables (every chip with endpoints or on a path between two of them gets one), the
+    number of entries before merging, and the most hops any packet (multicast or point-to-point) needs."""
+    local = {}  # endpoint -> its index on its chip
+    for e, c in enumerate(endpoint_chips):
+        local[e] = sum(1 for x in endpoint_chips[:e] if x == c)
+    home = sorted(set(endpoint_chips))
+    chips = set(home)  # point-to-point packets may travel between any two chips with endpoints
+    hops = 0
+    for a in home:
+        for b in home:
+            chips.update(c for c, _ in geometry.path(a, b))
+            hops = max(hops, geometry.distance(a, b))
+    entries: dict[int, list[Entry]] = {c: [] for c in chips}
+    for f in flows:
+        src = endpoint_chips[f.source]
+        out: dict[int, set[int]] = {src: set()}  # chip -> links the tree leaves it by
+        came: dict[int, int] = {}  # chip -> the link the tree arrives by (the direction it travels)
+        for dest in sorted({endpoint_chips[t] for t in f.targets}):
+            for c, link in geometry.path(src, dest):
+                out.setdefault(c, set()).add(link)
+                n = geometry.neighbour(c, link)
+                if came.setdefault(n, link) != link:  # two paths into one chip would deliver twice
+                    raise RoutingError(f"the tree of key 0x{f.key:08x} enters chip {n} by two links")
+                out.setdefault(n, set())
+        for c, links in out.items():
+            ends = [local[t] for t in f.targets if endpoint_chips[t] == c]
+            if c != src and not ends and links == {came[c]}:
+                continue  # straight on: default routing carries it, no entry needed
+            entries[c].append(Entry(f.key, f.mask, route_for(endpoints=sorted(ends), links=sorted(links))))
+    tables = {c: build_table(es, capacity=capacity) for c, es in entries.items()}
+    return tables, sum(len(es) for es in entries.values()), hops
+
 
 
 def partition_name(population: str, what: str) -> str:
@@ -97,12 +186,16 @@ def place(network: Network, machine: Machine) -> tuple[Vertex, ...]:
             continue  # streamed by the host
         for s, (lo, hi) in enumerate(pop.slices()):
             vertices.append(Vertex(len(vertices), pop.name, s, lo, hi))
-    if len(vertices) > machine.pes_per_chip:
-        raise MachineError(
-            f"the network needs {len(vertices)} PEs but a chip of machine '{machine.name}' has "
-            f"{machine.pes_per_chip}; raise max_atoms_per_core (or lower --pes), or use a bigger "
-            f"pes_per_chip (placement across chips is not supported yet)")
+    _check_fits(len(vertices), machine)
     return tuple(vertices)
+
+
+def _check_fits(n_pes: int, machine: Machine) -> None:
+    if n_pes > machine.total_pes:
+        raise MachineError(
+            f"the network needs {n_pes} PEs but machine '{machine.name}' has {machine.total_pes} "
+            f"({machine.chips} chips of {machine.pes_per_chip}); raise max_atoms_per_core (or lower --pes), or "
+            f"give the machine more chips")
 
 
 def _place_layered(network: Network, machine: Machine) -> tuple[Vertex, ...]:
@@ -113,9 +206,7 @@ def _place_layered(network: Network, machine: Machine) -> tuple[Vertex, ...]:
 
 def _place_columns(layers, machine: Machine, extra: int = 0) -> tuple[Vertex, ...]:
     n_pes = max(len(p.slices()) for p in layers)
-    if n_pes + extra > machine.pes_per_chip:
-        raise MachineError(f"the network needs {n_pes + extra} PEs but a chip of machine '{machine.name}' has "
-                           f"{machine.pes_per_chip}")
+    _check_fits(n_pes + extra, machine)
     small = [p for p in layers if p.size < n_pes]
     if small:
         raise MachineError(f"layer '{small[0].name}' has {small[0].size} neurons, fewer than the {n_pes} PEs "
@@ -158,25 +249,22 @@ def _stack_layers(network: Network, blocks) -> list[tuple[str, int]]:
     return out
 
 
-def _stack_entries(network: Network, vertices, keys: KeyAllocation, host: int, blocks) -> list[Entry]:
+def _stack_flows(network: Network, vertices, keys: KeyAllocation, host: int, blocks) -> list[Flow]:
     hidden = [v.pe for v in vertices[:-1]]
     ro = vertices[-1].pe
     P = len(hidden)
     tops = {b[-1] for b in blocks}
-    entries = [Entry(*keys.slice_key_mask(partition_name(network.input.name, "values"), 0), route_for(endpoints=hidden))]
+    flows = [_flow(keys.slice_key_mask(partition_name(network.input.name, "values"), 0), host, hidden)]
     for name, rows in _stack_layers(network, blocks):
         to = hidden + ([ro] if name in tops else [])
-        entries += [Entry(*keys.slice_key_mask(partition_name(name, "spikes"), p), route_for(endpoints=to))
-                    for p in range(P)]
+        flows += [_flow(keys.slice_key_mask(partition_name(name, "spikes"), p), p, to) for p in range(P)]
         if rows:  # PE p hands its partial sums to PE p + 1; the last one's go to all
-            entries += [Entry(*keys.slice_key_mask(partition_name(name, "chain"), p),
-                              route_for(endpoints=[p + 1] if p + 1 < P else hidden)) for p in range(P)]
-        if name in tops:  # each slice's errors to the PE that holds it
-            entries += [Entry(*keys.slice_key_mask(partition_name(name, "errors"), p), route_for(endpoints=[p]))
-                        for p in range(P)]
-    entries.append(Entry(*keys.slice_key_mask(partition_name(network.readout.name, "values"), 0),
-                         route_for(endpoints=[host])))
-    return entries
+            flows += [_flow(keys.slice_key_mask(partition_name(name, "chain"), p), p,
+                            [p + 1] if p + 1 < P else hidden) for p in range(P)]
+        if name in tops:  # each slice's errors, from the readout to the PE that holds it
+            flows += [_flow(keys.slice_key_mask(partition_name(name, "errors"), p), ro, [p]) for p in range(P)]
+    flows.append(_flow(keys.slice_key_mask(partition_name(network.readout.name, "values"), 0), ro, [host]))
+    return flows
 
 
 def _layered_partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
@@ -196,21 +284,20 @@ def _layered_partitions(network: Network, vertices) -> list[tuple[str, list[int]
     return parts
 
 
-def _layered_entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Entry]:
+def _layered_flows(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Flow]:
     every = [v.pe for v in vertices]
     n = len(vertices)
-    entries = [Entry(*keys.slice_key_mask(partition_name(network.input.name, "values"), 0), route_for(endpoints=every))]
-    entries += [Entry(*keys.slice_key_mask(partition_name(network.readout.name, "values"), p), route_for(endpoints=[host]))
-                for p in range(n)]
+    flows = [_flow(keys.slice_key_mask(partition_name(network.input.name, "values"), 0), host, every)]
+    flows += [_flow(keys.slice_key_mask(partition_name(network.readout.name, "values"), p), p, [host])
+              for p in range(n)]
     if n > 1:
         for pop in (p for p in network.populations if p.is_layer):
             for what in ("acts", "counts"):
-                entries += [Entry(*keys.slice_key_mask(partition_name(pop.name, what), p), route_for(endpoints=every))
-                            for p in range(n)]
+                flows += [_flow(keys.slice_key_mask(partition_name(pop.name, what), p), p, every) for p in range(n)]
         for pr in network.projections[1:]:  # PE p hands its partial sums to PE p + 1; the last one's go to all
-            entries += [Entry(*keys.slice_key_mask(partition_name(pr.pre, "chain"), p),
-                              route_for(endpoints=[p + 1] if p + 1 < n else every)) for p in range(n)]
-    return entries
+            flows += [_flow(keys.slice_key_mask(partition_name(pr.pre, "chain"), p), p,
+                            [p + 1] if p + 1 < n else every) for p in range(n)]
+    return flows
 
 
 def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
@@ -225,29 +312,28 @@ def _partitions(network: Network, vertices) -> list[tuple[str, list[int]]]:
     return parts
 
 
-def _entries(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Entry]:
+def _flows(network: Network, vertices, keys: KeyAllocation, host: int) -> list[Flow]:
     by_pop = {}
     for v in vertices:
         by_pop.setdefault(v.population, []).append(v)
-    entries = []
+    readout = by_pop[network.readout.name][0].pe
+    flows = []
     for pop in network.populations:
         # where this population's packets must go: every PE of every population it projects to
         targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name
                           for v in vertices if v.holds(pr.post)})
         if pop.model == "input":
-            k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
-            entries.append(Entry(k, m, route_for(endpoints=targets)))
+            flows.append(_flow(keys.slice_key_mask(partition_name(pop.name, "values"), 0), host, targets))
         elif pop.model == "readout":
-            k, m = keys.slice_key_mask(partition_name(pop.name, "values"), 0)
-            entries.append(Entry(k, m, route_for(endpoints=[host])))
+            flows.append(_flow(keys.slice_key_mask(partition_name(pop.name, "values"), 0), readout, [host]))
         else:
             for v in by_pop[pop.name]:
-                k, m = keys.slice_key_mask(partition_name(pop.name, "spikes"), v.slice_index)
-                entries.append(Entry(k, m, route_for(endpoints=targets)))
-                # the learning signal for this slice goes only to the PE that holds it
-                k, m = keys.slice_key_mask(partition_name(pop.name, "errors"), v.slice_index)
-                entries.append(Entry(k, m, route_for(endpoints=[v.pe])))
-    return entries
+                flows.append(_flow(keys.slice_key_mask(partition_name(pop.name, "spikes"), v.slice_index), v.pe,
+                                   targets))
+                # the learning signal for this slice, from the readout, goes only to the PE that holds it
+                flows.append(_flow(keys.slice_key_mask(partition_name(pop.name, "errors"), v.slice_index), readout,
+                                   [v.pe]))
+    return flows
 
 
 def map_network(network: Network, machine: Machine, stack_blocks: list[list[str]] | None = None) -> Mapping:
@@ -264,15 +350,16 @@ def map_network(network: Network, machine: Machine, stack_blocks: list[list[str]
         vertices = place(network, machine)
     if split_stack:
         keys = allocate_keys(_stack_partitions(network, vertices, stack_blocks))
-        entries = _stack_entries(network, vertices, keys, len(vertices), stack_blocks)
+        flows = _stack_flows(network, vertices, keys, len(vertices), stack_blocks)
     elif network.layered or stack_blocks is not None:
         keys = allocate_keys(_layered_partitions(network, vertices))
-        entries = _layered_entries(network, vertices, keys, host=len(vertices))
+        flows = _layered_flows(network, vertices, keys, host=len(vertices))
     else:
         keys = allocate_keys(_partitions(network, vertices))
-        entries = _entries(network, vertices, keys, host=len(vertices))
-    table = build_table(entries, capacity=machine.router_entries)
-    return Mapping(network, machine, vertices, keys, table, len(entries))
+        flows = _flows(network, vertices, keys, host=len(vertices))
+    tables, before, hops = route_flows(flows, chips_of_endpoints(len(vertices), machine), machine.geometry,
+                                       machine.router_entries)
+    return Mapping(network, machine, vertices, keys, tables, before, hops)
 
 
 def placement_report(mapping: Mapping, memory: dict[int, int] | None = None) -> list[list[str]]:

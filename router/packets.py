@@ -28,7 +28,7 @@ from s2emu.errors import PacketError, checked_int
 
 __all__ = [
     "HOST", "WIRE_VERSION", "MAX_STREAMS", "MAX_PACKETS", "MAX_SRC", "MAX_TICK", "MAX_TAG",
-    "PacketBatch", "encode", "decode", "merge",
+    "PacketBatch", "encode", "decode", "encode_many", "decode_many", "merge",
 ]
 
 HOST = -1  # not used by the router: endpoints are ints chosen by the caller
@@ -245,6 +245,23 @@ def _view(buf: bytes, dtype: np.dtype, shape: tuple) -> np.ndarray:
         arr = arr.astype(dtype)
         arr.flags.writeable = False
     return arr
+
+
+def encode_many(batches: list[PacketBatch]) -> bytes:
+    """Several batches (a hop's packets on one link, one batch per source) as one message."""
+    return msgpack.packb([encode(b) for b in batches], use_bin_type=True)
+
+
+def decode_many(data: bytes) -> list[PacketBatch]:
+    """Inverse of encode_many; any defect raises PacketError."""
+    try:
+        parts = msgpack.unpackb(data, raw=False, use_list=True, max_bin_len=len(data), max_str_len=0,
+                                max_array_len=MAX_SRC, max_map_len=0, max_ext_len=0)
+    except Exception as exc:  # every parser failure is a malformed message
+        raise PacketError(f"link message is not valid msgpack ({type(exc).__name__})") from None
+    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+        raise PacketError("link message must be a list of packet batches")
+    return [decode(p) for p in parts]
 
 
 def decode(data: bytes) -> PacketBatch:

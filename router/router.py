@@ -1,4 +1,5 @@
-"""One chip's router: delivers a tick's packet batches to local endpoints, with counters."""
+"""One chip's router: delivers a tick's packet batches to its chip's endpoints and forwards them on its six
+links to the neighbouring chips (router/mesh.py runs the hops of a tick), with counters."""
 
 from __future__ import annotations
 
@@ -19,18 +20,23 @@ MAX_PLANS = 4096  # multicast plans remembered (key sequences seen); forgotten a
 class Router:
     """Routes MC packets by table lookup and P2P packets by destination, all vectorised.
 
-    Each tick: batches are taken in ascending src order (whatever order they arrive in);
-    packets keep their order within a batch; each endpoint's delivered arrays are the
-    concatenation in that order. Delivered arrays may be views shared between endpoints:
-    consumers only read them. Input batches are trusted to hold valid values (``make`` and
-    ``decode`` validate them).
+    Each tick: batches are taken in ascending src order (whatever order they arrive in, and whether they
+    come from this chip's endpoints or over a link); packets keep their order within a batch; each
+    endpoint's delivered arrays are the concatenation in that order. Delivered arrays may be views shared
+    between endpoints: consumers only read them. Input batches are trusted to hold valid values (``make``
+    and ``decode`` validate them).
+
+    On a machine of many chips, `endpoints` names the global endpoint ids of this chip's endpoints (route
+    bit 6 + i is endpoints[i]; src and P2P destinations are global ids), `p2p_links[g]` is the link a P2P
+    packet for global endpoint g leaves by (-1: it is here, or nowhere), and `links` are the links that
+    lead to another chip (packets sent on any other are dropped).
     """
 
     def __init__(self, table: MulticastTable, n_endpoints: int, chip: int = 0,
-                 streams: int = 1):
+                 streams: int = 1, *, endpoints=None, p2p_links=None, links=()):
         if not isinstance(table, MulticastTable):
             raise RoutingError(f"Router needs a MulticastTable, got {type(table).__name__}")
-        if type(n_endpoints) is not int or n_endpoints < 1:
+        if type(n_endpoints) is not int or n_endpoints < (0 if endpoints is not None else 1):
             raise RoutingError(f"n_endpoints must be an int >= 1, got {n_endpoints!r}")
         if type(chip) is not int or chip < 0:
             raise RoutingError(f"chip must be an int >= 0, got {chip!r}")
@@ -38,6 +44,16 @@ class Router:
             raise RoutingError(f"streams must be an int >= 1, got {streams!r}")
         self.table, self.n_endpoints, self.chip, self.streams = table, n_endpoints, chip, streams
         self.src = ROUTER_SRC + chip
+        self.endpoints = np.arange(n_endpoints) if endpoints is None else np.asarray(endpoints, np.int64)
+        if len(self.endpoints) != n_endpoints:
+            raise RoutingError(f"router {chip} has {n_endpoints} endpoints but {len(self.endpoints)} ids")
+        n_global = max(int(self.endpoints.max(initial=-1)) + 1, 0 if p2p_links is None else len(p2p_links))
+        self._local = np.full(n_global + 1, -1, np.int64)  # global endpoint -> local index (-1: elsewhere);
+        self._local[self.endpoints] = np.arange(n_endpoints)  # the last slot answers every id out of range
+        self._p2p_links = np.full(n_global + 1, -1, np.int64)
+        if p2p_links is not None:
+            self._p2p_links[:len(p2p_links)] = p2p_links
+        self.links = frozenset(links)
         # Precomputed per entry: its links, and its endpoints as CSR (entry i sends to
         # _eps[_ptr[i]:_ptr[i] + _fan[i]]), so routing costs per delivered copy, not per endpoint.
         n = len(table)
@@ -63,14 +79,15 @@ class Router:
         self.dropped = 0  # all kinds
         self.dropped_mc = 0
         self.dropped_p2p = 0
-        self.default_routed = 0  # unmatched packets from a link: none on a single chip
+        self.default_routed = 0  # unmatched MC packets from a link, sent on straight ahead
+        self.dropped_link = 0  # (part of dropped) sent on a link that leads off the mesh, or past the hop limit
         self.delivered = np.zeros(self.n_endpoints, dtype=np.int64)
         self.mc_sent = np.zeros(self.n_endpoints, dtype=np.int64)  # MC packets without payload each endpoint sent (spikes at batch 1)
-        self.link_sent = np.zeros(N_LINKS, dtype=np.int64)
+        self.link_sent = np.zeros(N_LINKS, dtype=np.int64)  # packets sent on each link (forward)
         self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
 
-    _COUNTERS = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "delivered",
-                 "mc_sent", "link_sent", "first_drops")
+    _COUNTERS = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link",
+                 "delivered", "mc_sent", "link_sent", "first_drops")
 
     def snapshot(self) -> dict:
         """The router's counters for a checkpoint (its table comes from the build)."""
@@ -106,30 +123,36 @@ class Router:
         room = MAX_REMEMBERED_DROPS - len(self.first_drops)
         self.first_drops += [(kind, int(v), int(s)) for v, s in zip(values[:room], srcs[:room])]
 
+    def _here(self, srcs: np.ndarray) -> np.ndarray:
+        """Local index of each src (global endpoint id) on this chip, -1 for packets that came over a link."""
+        return self._local[np.minimum(srcs, len(self._local) - 1)]
+
     def _multicast(self, keys: np.ndarray, srcs: np.ndarray):
         """Packet indices grouped by endpoint (ascending packet order within each) and the
         per-endpoint bounds into them; updates counters.
 
         The plan depends on the keys alone (the table is fixed), and many ticks repeat a key sequence (the
-        host's inputs every tick, quiet layers), so plans of drop-free key sequences are remembered."""
+        host's inputs every tick, quiet layers), so plans of key sequences that all match are remembered.
+        An unmatched packet from this chip's endpoints is dropped; one from a link was default-routed on
+        (forward), not dropped."""
         memo = self._plans.get(keys.tobytes())
         if memo is not None:
-            order, bounds, counts, links = memo
+            order, bounds, counts = memo
             self.routed += len(keys)
-            self.link_sent += links
             self.delivered += counts
             return order, bounds
         idx = self.table.lookup_many(keys)
         hit = idx >= 0
         n_miss = len(idx) - int(hit.sum())
         if n_miss:
-            self.dropped += n_miss
-            self.dropped_mc += n_miss
-            self._remember("mc", keys[~hit], srcs[~hit])
+            lost = ~hit & (self._here(srcs) >= 0)
+            n_lost = int(lost.sum())
+            self.dropped += n_lost
+            self.dropped_mc += n_lost
+            self._remember("mc", keys[lost], srcs[lost])
         matched = np.flatnonzero(hit)
         self.routed += len(matched)
         entry = idx[matched]
-        self.link_sent += self._links[entry].sum(axis=0)
         # One (endpoint, packet) pair per copy, packets ascending; a stable sort by endpoint
         # then keeps the packet order within each endpoint.
         fan = self._fan[entry]
@@ -142,18 +165,19 @@ class Router:
         if not n_miss:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            self._plans[keys.tobytes()] = (packets, bounds, counts, self._links[entry].sum(axis=0))
+            self._plans[keys.tobytes()] = (packets, bounds, counts)
         return packets, bounds
 
     def _bounds(self, counts: np.ndarray) -> np.ndarray:
         self.delivered += counts
         return np.concatenate([[0], np.cumsum(counts)])
 
-    def route(self, batches: list[PacketBatch], tick: int) -> dict[int, PacketBatch]:
-        """Deliver one tick's batches; every endpoint 0..n_endpoints-1 gets a batch (maybe
-        empty) with src = ROUTER_SRC + chip and the given tick."""
+    def route(self, batches: list[PacketBatch], tick: int, arrived=()) -> dict[int, PacketBatch]:
+        """Deliver one tick's batches, those of this chip's endpoints and those `arrived` over links; every
+        endpoint 0..n_endpoints-1 (local index) gets a batch (maybe empty) with src = ROUTER_SRC + chip and
+        the given tick."""
         tick = _as_int(tick, "tick", 0, MAX_TICK)  # delivered batches skip the constructor checks
-        batches = self._check(batches)
+        batches = self._check([*batches, *arrived])
         b = self.streams
         if not any(len(x) for x in batches):
             e = PacketBatch.empty(self.src, tick, b)  # arrays shared: read-only by contract
@@ -172,7 +196,8 @@ class Router:
         mc, mcp = cat("mc_keys", self._u32), cat("mcp_keys", self._u32)
         mcp_pl = cat("mcp_payload", empty_pl)
         mc_src = srcs("mc_keys")
-        self.mc_sent += np.bincount(mc_src[mc_src < self.n_endpoints], minlength=self.n_endpoints)
+        here = self._here(mc_src)
+        self.mc_sent += np.bincount(here[here >= 0], minlength=self.n_endpoints)
         mc_pk, mc_bd = self._multicast(mc, mc_src)
         mcp_pk, mcp_bd = self._multicast(mcp, srcs("mcp_keys"))
         mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
@@ -180,16 +205,18 @@ class Router:
         # P2P: stable sort by destination keeps the packet order within each endpoint.
         dest, tag = cat("p2p_dest", self._u32), cat("p2p_tag", self._u32)
         p2p_pl = cat("p2p_payload", np.empty((0, b), np.uint32))
-        ok = dest < self.n_endpoints
-        n_bad = len(dest) - int(ok.sum())
+        at = self._here(dest.astype(np.int64))  # local index of each destination, -1: on no endpoint here
+        ok = at >= 0
+        bad = ~ok & (self._p2p_links[np.minimum(dest, len(self._p2p_links) - 1)] < 0)  # nowhere on the machine
+        n_bad = int(bad.sum())
         if n_bad:
             self.dropped += n_bad
             self.dropped_p2p += n_bad
-            self._remember("p2p", dest[~ok], srcs("p2p_dest")[~ok])
+            self._remember("p2p", dest[bad], srcs("p2p_dest")[bad])
         good = np.flatnonzero(ok)
-        p2p_pk = good[np.argsort(dest[good], kind="stable")]
+        p2p_pk = good[np.argsort(at[good], kind="stable")]
         self.p2p_routed += len(p2p_pk)
-        p2p_bd = self._bounds(np.bincount(dest[p2p_pk].astype(np.int64), minlength=self.n_endpoints))
+        p2p_bd = self._bounds(np.bincount(at[p2p_pk], minlength=self.n_endpoints))
         pd_out, pt_out, pp_out = dest[p2p_pk], tag[p2p_pk], p2p_pl[p2p_pk]
 
         out = {}
@@ -202,19 +229,63 @@ class Router:
                 pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
         return out
 
+    def forward(self, batches, travelling: dict[int, int], last: bool = False) -> dict[int, list[PacketBatch]]:
+        """What leaves this chip on its links in one hop of a tick: per link, one sub-batch per src (its
+        packets in their order). `batches` came from this chip's endpoints, or over a link in the direction
+        travelling[src]. A multicast packet takes its entry's links; one that matches nothing and came over
+        a link runs straight on (default routing); a P2P packet heads for its destination's chip. `last`: the
+        tick's hop limit is reached, so whatever would still travel is dropped."""
+        out: dict[int, list[PacketBatch]] = {}
+        for bt in sorted(batches, key=lambda x: x.src):
+            go = travelling.get(bt.src, -1)
+            sel = [self._mc_links(bt.mc_keys, go), self._mc_links(bt.mcp_keys, go),
+                   self._p2p_links[np.minimum(bt.p2p_dest, len(self._p2p_links) - 1)][:, None]
+                   == np.arange(N_LINKS)]
+            for link in range(N_LINKS):
+                mc, mcp, p2p = (s[:, link] for s in sel)
+                n = int(mc.sum() + mcp.sum() + p2p.sum())
+                if not n:
+                    continue
+                if last or link not in self.links:
+                    self.dropped += n
+                    self.dropped_link += n
+                    if len(self.first_drops) < MAX_REMEMBERED_DROPS:
+                        self._remember("link", np.array([link]), np.array([bt.src]))
+                    continue
+                self.link_sent[link] += n
+                out.setdefault(link, []).append(PacketBatch.unchecked(
+                    bt.src, bt.tick, bt.streams, bt.mc_keys[mc], bt.mcp_keys[mcp], bt.mcp_payload[mcp],
+                    bt.p2p_dest[p2p], bt.p2p_tag[p2p], bt.p2p_payload[p2p]))
+        return out
+
+    def _mc_links(self, keys: np.ndarray, travelling: int) -> np.ndarray:
+        """[packets, links] bool: the links each key leaves by (straight on, for an unmatched key that came
+        over a link)."""
+        sent = np.zeros((len(keys), N_LINKS), bool)
+        if len(keys):
+            idx = self.table.lookup_many(keys)
+            hit = idx >= 0
+            sent[hit] = self._links[idx[hit]] > 0
+            if travelling >= 0 and not hit.all():
+                sent[~hit, travelling] = True
+                self.default_routed += int((~hit).sum())
+        return sent
+
     # ------------------------------------------------------------------ reports
 
     def counters_dict(self) -> dict:
         """JSON-serialisable counters."""
         return {
-            "chip": self.chip, "routed": self.routed, "p2p_routed": self.p2p_routed,
+            "chip": self.chip, "endpoints": [int(e) for e in self.endpoints],
+            "routed": self.routed, "p2p_routed": self.p2p_routed,
             "dropped": self.dropped, "dropped_mc": self.dropped_mc,
             "dropped_p2p": self.dropped_p2p, "default_routed": self.default_routed,
+            "dropped_link": self.dropped_link,
             "delivered": [int(x) for x in self.delivered],
             "mc_sent": [int(x) for x in self.mc_sent],
             "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},
-            "first_drops": [{"kind": k, "key" if k == "mc" else "dest":
-                             f"0x{v:08x}" if k == "mc" else v, "src": s}
+            "first_drops": [{"kind": k, {"mc": "key", "p2p": "dest", "link": "link"}[k]:
+                             f"0x{v:08x}" if k == "mc" else LINK_NAMES[v] if k == "link" else v, "src": s}
                             for k, v, s in self.first_drops],
         }
 
@@ -223,7 +294,9 @@ class Router:
         if not self.dropped:
             return None
         first = ", ".join(f"key 0x{v:08x} from src {s}" if k == "mc" else
+                          f"packets of src {s} on link {LINK_NAMES[v]}" if k == "link" else
                           f"p2p to endpoint {v} from src {s}" for k, v, s in self.first_drops)
+        link = (f", {self.dropped_link} on a link off the mesh or past the hop limit" if self.dropped_link else "")
         return (f"router {self.chip} dropped {self.dropped} packets ({self.dropped_mc} multicast "
                 f"with no matching entry, {self.dropped_p2p} point-to-point to a missing "
-                f"endpoint of {self.n_endpoints}); first: {first}")
+                f"endpoint of {self.n_endpoints}{link}); first: {first}")

@@ -12,12 +12,12 @@ from typing import Iterable
 import numpy as np
 
 from s2emu.errors import RoutingError, checked_int
+from s2emu.machine import LINK_NAMES
 
 __all__ = ["LINK_NAMES", "N_LINKS", "DEFAULT_CAPACITY", "route_for", "endpoints_of", "links_of",
            "check_overlaps",
            "Entry", "MulticastTable", "merge_entries", "build_table"]
 
-LINK_NAMES = ("E", "NE", "N", "W", "SW", "S")
 N_LINKS = len(LINK_NAMES)
 DEFAULT_CAPACITY = 16384
 _FULL = 0xFFFFFFFF

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import S2EmuError
 
 MAGIC = b"S2EMU-CKPT\n"
-VERSION = 1
+VERSION = 2  # 2: the router state is a list, one per chip
 _HEAD = struct.Struct("<I32sQ")  # version, sha256 of the body, body length
 
 
@@ -69,7 +69,7 @@ def fingerprint(build) -> str:
     h = hashlib.sha256()
     h.update(pack(build.pe_configs))
     h.update(pack({k: v for k, v in build.host_config.items() if k != "kind"}))
-    h.update(pack([(e.key, e.mask, e.route) for e in build.mapping.table.entries]))
+    h.update(pack([(c, [(e.key, e.mask, e.route) for e in t.entries]) for c, t in sorted(build.mapping.tables.items())]))
     return h.hexdigest()
 
 

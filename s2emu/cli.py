@@ -47,7 +47,8 @@ def _load(args):
     return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
                                  epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
                                  data=getattr(args, "data", None), machine=getattr(args, "machine", None),
-                                 skip_bad=getattr(args, "skip_bad", None))
+                                 skip_bad=getattr(args, "skip_bad", None), chips=getattr(args, "chips", None),
+                                 pes_per_chip=getattr(args, "pes_per_chip", None))
 
 
 def _warn_skipped(result: dict, quiet: bool) -> None:
@@ -389,15 +390,22 @@ def cmd_map(args) -> dict:
         out_console.print(t)
         k = d["keys"]
         out_console.print(f"keys: {k}")
-        tt = Table(title=f"router table: {len(b.mapping.table)} entries after merging "
-                         f"({b.mapping.entries_before_merge} before), capacity {recipe.machine.router_entries}")
-        for col in ("key", "mask", "endpoints"):
-            tt.add_column(col)
-        from .router.table import endpoints_of
-        for e in b.mapping.table.entries:
-            ends = ["host" if x == b.mapping.host else f"PE {x}" for x in endpoints_of(e.route)]
-            tt.add_row(f"0x{e.key:08x}", f"0x{e.mask:08x}", ", ".join(ends))
-        out_console.print(tt)
+        from .router.table import endpoints_of, links_of
+        from .machine import LINK_NAMES
+        m = b.mapping
+        for chip, table in sorted(m.tables.items()):
+            on_chip = m.chip_endpoints(chip)
+            where = f"chip {chip} {m.machine.geometry.xy(chip)}: " if len(m.tables) > 1 else ""
+            tt = Table(title=f"{where}router table: {len(table)} entries"
+                             + (f" after merging ({m.entries_before_merge} before, all chips)" if len(m.tables) == 1
+                                else "") + f", capacity {recipe.machine.router_entries}")
+            for col in ("key", "mask", "endpoints") + (("links",) if len(m.tables) > 1 else ()):
+                tt.add_column(col)
+            for e in table.entries:
+                ends = ["host" if on_chip[x] == m.host else f"PE {on_chip[x]}" for x in endpoints_of(e.route)]
+                links = (", ".join(LINK_NAMES[i] for i in links_of(e.route)),) if len(m.tables) > 1 else ()
+                tt.add_row(f"0x{e.key:08x}", f"0x{e.mask:08x}", ", ".join(ends), *links)
+            out_console.print(tt)
     return d
 
 
@@ -420,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, help="override the recipe seed")
             sp.add_argument("--machine", metavar="PRESET", help="run on another machine preset (e.g. "
                             "prototype-64k, spinnaker2; see s2emu info)")
+            sp.add_argument("--chips", type=int, help="chips of the machine, on the most nearly square mesh")
+            sp.add_argument("--pes-per-chip", type=int, help="PEs per chip (fewer spreads a network over chips)")
 
     sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
     sp.add_argument("--json", action="store_true")

@@ -46,6 +46,7 @@ def _in_range(lo, hi):
 MACHINE_SCHEMA = {
     "preset": (str, "spinnaker2", None),
     "chips": (int, None, _positive),
+    "width": (int, None, _positive),
     "pes_per_chip": (int, None, _positive),
     "sram_bytes": (int, None, _positive),
     "reserved_bytes": (int, None, _non_negative),
@@ -193,16 +194,25 @@ class Recipe:
     model: str = ""  # path of the recipe's trained model, "" if none
 
     def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None,
-                       machine=None, skip_bad=None) -> "Recipe":
+                       machine=None, skip_bad=None, chips=None, pes_per_chip=None) -> "Recipe":
         """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
-        corpus-based data set at another folder or archive; --machine swaps the machine preset."""
+        corpus-based data set at another folder or archive; --machine swaps the machine preset; --chips and
+        --pes-per-chip reshape it (a network needing more PEs than a chip has spans chips)."""
         r = self
+        from .errors import MachineError
         if machine is not None:
-            from .errors import MachineError
             try:
                 r = replace(r, machine=make_machine(machine))
             except MachineError as e:
                 raise RecipeError(f"--machine: {e}") from None
+        if chips is not None or pes_per_chip is not None:
+            shape = {"chips": chips, "width": 0} if chips is not None else {}
+            if pes_per_chip is not None:
+                shape["pes_per_chip"] = pes_per_chip
+            try:
+                r = replace(r, machine=replace(r.machine, **shape).validate())
+            except MachineError as e:
+                raise RecipeError(f"--chips/--pes-per-chip: {e}") from None
         if data is not None:
             if "path" not in r.data:
                 raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "

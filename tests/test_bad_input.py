@@ -128,7 +128,7 @@ def test_dropped_packets_fail_the_run_with_the_key_named():
         b = real_build(recipe, **kw)
         host = b.mapping.host
         entries = [e for e in b.mapping.table.entries if e.route != 1 << (6 + host)]
-        return dataclasses.replace(b, mapping=dataclasses.replace(b.mapping, table=MulticastTable(entries)))
+        return dataclasses.replace(b, mapping=dataclasses.replace(b.mapping, tables={0: MulticastTable(entries)}))
 
     runner_mod.build_run = broken_build
     try:

@@ -467,12 +467,23 @@ def test_router_fan_out_payloads_and_order():
     assert len(out[4]) == 0 and len(out[1].mcp_keys) == 0
     assert r.routed == 6 and r.dropped == 0 and r.drop_report() is None
     assert r.delivered.tolist() == [3, 2, 3, 4, 0]
-    assert r.counters_dict()["link_sent"] == {"E": 3, "NE": 0, "N": 0, "W": 0, "SW": 0, "S": 3}
+    assert sum(r.counters_dict()["link_sent"].values()) == 0  # route delivers here; forward sends on links
+    sent = r.forward([b2, b1], {})
+    assert sent == {}  # this router's links lead off the mesh: dropped, and said so
+    assert r.dropped == r.dropped_link == 6 and "link E" in r.drop_report()
     for o in out.values():  # delivered batches are valid wire messages
         assert decode(encode(o)) == o
     # Same result whatever the arrival order.
     _, r2 = make_router()
     assert r2.route([b1, b2], tick=5) == out
+    r2.links = frozenset({0, 5})  # now E and S lead to other chips
+    sent = r2.forward([b2, b1], {})
+    assert sorted(sent) == [0, 5]
+    assert [(x.src, x.mcp_keys.tolist()) for x in sent[0]] == [(1, [a.key("h/values", 0, 2)]),
+                                                               (2, [a.key("h/values", 0, n) for n in (0, 1)])]
+    assert sent[0] == sent[5] and sent[0][0].mcp_payload.tolist() == [[0.25, -7.0]]
+    assert r2.counters_dict()["link_sent"] == {"E": 3, "NE": 0, "N": 0, "W": 0, "SW": 0, "S": 3}
+    assert r2.dropped == 0
 
 
 def test_router_p2p_and_drops():

@@ -37,10 +37,11 @@ def test_a_process_without_the_token_cannot_join_a_local_run(ray_local, tmp_path
 @pytest.mark.ray
 def test_the_router_channels_listen_on_loopback(ray_local):
     from s2emu.engines.ray_engine import _actor_classes, _channel_host
+    from s2emu.router.router import Router
     from s2emu.router.table import MulticastTable
 
     _, RouterActor = _actor_classes()
-    router = RouterActor.remote(MulticastTable([], capacity=4), [None], 1, ["nobody"])
+    router = RouterActor.remote(Router(MulticastTable([], capacity=4), 1), [None], ["nobody"])
     (host, port), authkey = ray_local.get(router.open_channels.remote(_channel_host()))
     assert host == "127.0.0.1" and len(authkey) == 32
     ray_local.kill(router)

@@ -1,0 +1,111 @@
+"""Many chips stepped together: one router per chip, joined by the six links of the mesh (s2emu/machine.py).
+
+Timing, as on one chip: a packet sent during tick t is delivered at tick t+1 wherever its target sits. Every
+hop of a tick's packets happens within the tick (a hop takes well under a microsecond on the chip, a tick a
+millisecond): the chips' routers forward in rounds, one link hop per round, `mapping.hops` rounds (the longest
+path between two chips with endpoints), then each delivers to its own endpoints everything that reached it.
+A router orders what it delivers by source endpoint, as one chip's router does, so a network gives the same
+packets in the same order, hence the same results, however many chips it spans.
+
+The local engine steps a Mesh; the ray engine runs one router actor per chip and does the same rounds over
+channels between them (engines/ray_engine.py).
+"""
+
+from __future__ import annotations
+
+from s2emu.machine import LINK_NAMES
+
+from .packets import PacketBatch
+from .router import MAX_REMEMBERED_DROPS, Router
+
+__all__ = ["Mesh", "merge_counters", "merge_drop_reports"]
+
+
+class Mesh:
+    """Every chip's router of a mapping (router/mapper.py), routing a tick's batches through all its hops."""
+
+    def __init__(self, mapping, streams: int):
+        self.routers: dict[int, Router] = {c: mapping.router(c, streams) for c in sorted(mapping.tables)}
+        self.hops = mapping.hops
+        self.chip_of = mapping.endpoint_chips
+        self.geometry = mapping.machine.geometry
+        self.n_endpoints = mapping.n_endpoints
+
+    def route(self, batches: list[PacketBatch], tick: int) -> list[PacketBatch]:
+        """Every endpoint's inbound batch for tick + 1 (index: global endpoint id)."""
+        local = {c: [] for c in self.routers}
+        for b in batches:
+            local[self.chip_of[b.src]].append(b)
+        arrived = {c: [] for c in self.routers}
+        moving, travelling = local, {c: {} for c in self.routers}
+        for hop in range(self.hops + 1 if len(self.routers) > 1 else 0):
+            inbox, heading = {c: [] for c in self.routers}, {c: {} for c in self.routers}
+            for c, router in self.routers.items():
+                if not moving[c]:
+                    continue
+                for link, sent in router.forward(moving[c], travelling[c], last=hop == self.hops).items():
+                    n = self.geometry.neighbour(c, link)
+                    inbox[n] += sent
+                    heading[n].update((b.src, link) for b in sent)
+            moving, travelling = inbox, heading
+            for c in self.routers:
+                arrived[c] += inbox[c]
+        out = [None] * self.n_endpoints
+        for c, router in self.routers.items():
+            got = router.route(local[c], tick, arrived[c])
+            for i, e in enumerate(router.endpoints):
+                out[e] = got[i]
+        return out
+
+    @property
+    def routed(self) -> int:
+        return sum(r.routed for r in self.routers.values())
+
+    def mc_sent(self) -> list[int]:
+        out = [0] * self.n_endpoints
+        for r in self.routers.values():
+            for e, n in zip(r.endpoints, r.mc_sent):
+                out[e] = int(n)
+        return out
+
+    def counters_dict(self) -> dict:
+        return merge_counters([r.counters_dict() for r in self.routers.values()], self.n_endpoints, self.geometry)
+
+    def drop_report(self) -> str | None:
+        return merge_drop_reports([r.drop_report() for r in self.routers.values()])
+
+    def snapshot(self) -> list[dict]:
+        return [r.snapshot() for r in self.routers.values()]
+
+    def restore(self, states: list[dict]) -> None:
+        for r, st in zip(self.routers.values(), states, strict=True):
+            r.restore(st)
+
+
+_SUMMED = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link")
+
+
+def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:
+    """One report from every chip router's counters_dict: totals, per-endpoint counts by global endpoint id,
+    each chip's own figures (`chips`), and the packets sent on every link between two chips (`links`)."""
+    out = {k: sum(c[k] for c in chips) for k in _SUMMED}
+    for k in ("delivered", "mc_sent"):
+        out[k] = [0] * n_endpoints
+        for c in chips:
+            for e, n in zip(c["endpoints"], c[k]):
+                out[k][e] = n
+    out["link_sent"] = {name: sum(c["link_sent"][name] for c in chips) for name in LINK_NAMES}
+    out["first_drops"] = [d for c in chips for d in c["first_drops"]][:MAX_REMEMBERED_DROPS]
+    out["chips"] = [{"chip": c["chip"], "xy": list(geometry.xy(c["chip"])), "endpoints": c["endpoints"],
+                     **{k: c[k] for k in ("routed", "dropped", "default_routed")}, "link_sent": c["link_sent"]}
+                    for c in chips]
+    here = {c["chip"] for c in chips}
+    out["links"] = [{"from": c["chip"], "to": n, "link": name, "packets": c["link_sent"][name]}
+                    for c in chips for i, name in enumerate(LINK_NAMES)
+                    if (n := geometry.neighbour(c["chip"], i)) is not None and n in here]
+    return out
+
+
+def merge_drop_reports(reports: list[str | None]) -> str | None:
+    lines = [r for r in reports if r]
+    return "; ".join(lines) if lines else None

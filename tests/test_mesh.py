@@ -1,0 +1,170 @@
+"""Many chips: the six-link mesh, multicast trees with default routing, per-link counters, and the same
+results however many chips a network spans, on both engines."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import smoke
+
+from s2emu.build import build
+from s2emu.engines import run_engine
+from s2emu.errors import MachineError, S2EmuError
+from s2emu.machine import LINK_NAMES, make_machine, opposite
+from s2emu.router.mapper import Flow, Mapping, Vertex, chips_of_endpoints, route_flows
+from s2emu.router.mesh import Mesh
+from s2emu.router.packets import PacketBatch
+from s2emu.router.table import endpoints_of, links_of
+from s2emu.runner import assemble_spikes, assemble_weights, run, state_digest
+
+
+def test_mesh_paths_are_shortest_and_stay_on_the_grid():
+    g = make_machine(chips=12, width=4).geometry
+    assert (g.width, g.height) == (4, 3)
+    for a in range(g.chips):
+        for link in range(6):
+            n = g.neighbour(a, link)
+            if n is not None:
+                assert g.neighbour(n, opposite(link)) == a and g.distance(a, n) == 1
+        for b in range(g.chips):
+            path = g.path(a, b)
+            assert len(path) == g.distance(a, b)
+            at = a
+            for chip, link in path:
+                assert chip == at
+                at = g.neighbour(chip, link)
+                assert at is not None
+            assert at == b
+    assert g.distance(0, 11) == 3  # (0,0) -> (3,2): NE, NE, E
+    assert [(make_machine(chips=c).geometry.width, make_machine(chips=c).geometry.height)
+            for c in (1, 2, 4, 6, 48)] == [(1, 1), (2, 1), (2, 2), (3, 2), (8, 6)]
+    with pytest.raises(MachineError, match="width must divide chips"):
+        make_machine(chips=6, width=4)
+
+
+def row_mapping():
+    """Four chips in a row, one PE each (PE p on chip p), the host on chip 0; flows: PE 0 -> PE 3 (straight
+    through chips 1 and 2), PE 3 -> the host, PE 1 -> PEs 0 and 2 (a tree branching both ways)."""
+    machine = make_machine(chips=4, width=4, pes_per_chip=1)
+    vertices = tuple(Vertex(p, "h", p, p, p + 1) for p in range(4))
+    chips = chips_of_endpoints(4, machine)
+    assert chips == (0, 1, 2, 3, 0)
+    flows = [Flow(0x100, 0xFFFFFF00, 0, (3,)), Flow(0x200, 0xFFFFFF00, 3, (4,)),
+             Flow(0x300, 0xFFFFFF00, 1, (0, 2))]
+    tables, before, hops = route_flows(flows, chips, machine.geometry, machine.router_entries)
+    return Mapping(None, machine, vertices, None, tables, before, hops)
+
+
+def test_trees_need_no_entry_where_they_run_straight_on():
+    m = row_mapping()
+    assert m.hops == 3 and sorted(m.tables) == [0, 1, 2, 3]
+
+    def rows(chip):
+        return {e.key: (endpoints_of(e.route), [LINK_NAMES[i] for i in links_of(e.route)])
+                for e in m.tables[chip].entries}
+
+    assert rows(0) == {0x100: ([], ["E"]), 0x200: ([1], []), 0x300: ([0], [])}  # PE 0 (0), the host (1)
+    assert rows(1) == {0x300: ([], ["E", "W"])}  # PE 0's packets pass by default routing
+    assert rows(2) == {0x300: ([0], [])}
+    assert rows(3) == {0x100: ([0], []), 0x200: ([], ["W"])}
+    assert m.router_entries == 7 and m.chip_endpoints(0) == [0, 4]
+
+
+def test_packets_cross_the_mesh_in_one_tick_in_the_one_chip_order():
+    m = row_mapping()
+    mesh = Mesh(m, streams=1)
+    batches = [PacketBatch.make(0, 7, mc_keys=[0x101, 0x1FF, 0x555]),  # 0x555 matches nothing: dropped
+               PacketBatch.make(1, 7, mc_keys=[0x301], p2p_dest=[3], p2p_tag=[9], p2p_payload=[42]),
+               PacketBatch.make(3, 7, mc_keys=[0x2AA]),
+               PacketBatch.make(4, 7, p2p_dest=[2, 0, 9], p2p_tag=[1, 2, 3], p2p_payload=[5, 6, 7])]
+    out = mesh.route(batches, 7)
+    assert [o.tick for o in out] == [7] * 5
+    assert out[3].mc_keys.tolist() == [0x101, 0x1FF] and out[3].p2p_payload.ravel().tolist() == [42]
+    assert out[4].mc_keys.tolist() == [0x2AA]
+    assert out[0].mc_keys.tolist() == [0x301] and out[0].p2p_payload.ravel().tolist() == [6]
+    assert out[2].mc_keys.tolist() == [0x301] and out[2].p2p_payload.ravel().tolist() == [5]
+    assert len(out[1]) == 0
+    c = mesh.counters_dict()
+    assert json.loads(json.dumps(c)) == c
+    # chips 1 and 2 pass PE 0's two packets and PE 3's one on by default routing; a P2P to an endpoint that
+    # does not exist and a key with no entry are dropped at their first chip
+    assert c["default_routed"] == 6 and c["dropped_mc"] == 1 and c["dropped_p2p"] == 1 and c["dropped_link"] == 0
+    links = {(x["from"], x["to"]): x["packets"] for x in c["links"]}
+    assert links[(0, 1)] == 2 + 1 and links[(1, 2)] == 2 + 1 + 1 + 1  # +P2P host -> PE 2, PE 1 -> PE 3
+    assert links[(3, 2)] == links[(2, 1)] == links[(1, 0)] - 1 == 1  # +PE 1's multicast to PE 0
+    assert sum(x["packets"] for x in c["links"]) == sum(c["link_sent"].values())
+    assert [ch["chip"] for ch in c["chips"]] == [0, 1, 2, 3] and c["delivered"][3] == 3
+    assert "router 0 dropped" in mesh.drop_report()
+
+
+def test_a_packet_past_the_hop_limit_is_dropped_not_delivered_late():
+    m = dataclasses.replace(row_mapping(), hops=2)  # PE 0 -> PE 3 needs 3 hops
+    mesh = Mesh(m, streams=1)
+    out = mesh.route([PacketBatch.make(0, 0, mc_keys=[0x100])], 0)
+    assert len(out[3]) == 0
+    c = mesh.counters_dict()
+    assert c["dropped_link"] == 1 and "past the hop limit" in mesh.drop_report()
+
+
+def test_a_network_too_big_for_the_machine_names_its_chips():
+    with pytest.raises(MachineError, match=r"needs 9 PEs but machine .* has 8 \(2 chips of 4\)"):
+        build(smoke(pes=8, chips=2, pes_per_chip=4), load_data=False)
+
+
+def digest(recipe, engine="local", transport="channels"):
+    b = build(recipe)
+    raw = run_engine(engine, b, transport=transport)
+    return state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)), raw.router_counters, b
+
+
+@pytest.mark.parametrize("shape", [dict(chips=4, pes_per_chip=3), dict(chips=9, pes_per_chip=1)])
+def test_a_network_spanning_chips_gives_the_one_chip_digest(shape):
+    one, c1, _ = digest(smoke(epochs=1, batch=4, pes=8))
+    many, c, b = digest(smoke(epochs=1, batch=4, pes=8, **shape))
+    assert len(b.mapping.tables) > 1 and b.mapping.hops >= 1
+    assert many == one
+    assert c["dropped"] == 0 and sum(c["link_sent"].values()) > 0
+    assert c["mc_sent"] == c1["mc_sent"] and c["delivered"][-1] == c1["delivered"][-1]
+
+
+def test_layered_and_bptt_networks_span_chips():
+    deepr = load("deepr_mnist", epochs=0, pes=4)
+    deepr = dataclasses.replace(deepr, data={**deepr.data, "max_test": 200})
+    assert run(deepr)["state_digest"] == run(deepr.with_overrides(chips=3, pes_per_chip=2))["state_digest"]
+    bptt = load("tlbptt_digits", epochs=1, pes=4)
+    bptt = dataclasses.replace(bptt, data={**bptt.data, "max_train": 100, "max_test": 50})
+    one, many = run(bptt), run(bptt.with_overrides(chips=3, pes_per_chip=2))
+    assert one["state_digest"] == many["state_digest"] and many["chips"] == 3
+    assert many["router"]["default_routed"] > 0 and many["router"]["dropped"] == 0
+
+
+def load(name, **overrides):
+    from s2emu.recipe import load_recipe
+
+    return load_recipe(name).with_overrides(**overrides)
+
+
+@pytest.mark.ray
+def test_ray_runs_one_router_actor_per_chip_with_the_local_bits(ray_local):
+    import dataclasses as dc
+
+    r = smoke(epochs=1, batch=2, pes=8, chips=4, pes_per_chip=3)
+    r = dc.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
+    local = digest(r)
+    ray = digest(r, "ray")
+    assert ray[0] == local[0]
+    assert ray[1] == local[1]  # every counter, per chip and per link, too
+    with pytest.raises(S2EmuError, match="4 chips runs on the channels transport only"):
+        run_engine("ray", ray[2], transport="calls")
+
+
+def test_map_shows_every_chip_table():
+    out = subprocess.run([sys.executable, "-m", "s2emu", "map", "smoke", "--pes", "8", "--chips", "4",
+                          "--pes-per-chip", "3", "--json"], capture_output=True, text=True, check=True)
+    d = json.loads(out.stdout)
+    assert d["mesh"] == [2, 2] and d["hops"] == 2 and [c["chip"] for c in d["chips"]] == [0, 1, 2, 3]
+    assert d["chips"][3]["endpoints"] == [] and d["chips"][0]["endpoints"] == [0, 1, 2, 9]
+    assert sum(c["entries"] for c in d["chips"]) == d["table"]["entries"]
+    assert all(r["links"] and not r["endpoints"] for r in d["chips"][3]["rows"])  # chip 3 only turns packets
