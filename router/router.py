@@ -15,6 +15,8 @@ __all__ = ["Router", "ROUTER_SRC", "MAX_REMEMBERED_DROPS"]
 ROUTER_SRC = 0xFFFF  # src of batches the router delivers: ROUTER_SRC + chip
 MAX_REMEMBERED_DROPS = 10
 MAX_PLANS = 4096  # multicast plans remembered (key sequences seen); forgotten all at once when full
+_LINKS = np.arange(N_LINKS)
+_NO_LINKS = np.zeros((0, N_LINKS), bool)  # no packets, no links
 
 
 class Router:
@@ -237,15 +239,15 @@ class Router:
         tick's hop limit is reached, so whatever would still travel is dropped."""
         out: dict[int, list[PacketBatch]] = {}
         for bt in sorted(batches, key=lambda x: x.src):
+            if not len(bt):
+                continue
             go = travelling.get(bt.src, -1)
-            sel = [self._mc_links(bt.mc_keys, go), self._mc_links(bt.mcp_keys, go),
-                   self._p2p_links[np.minimum(bt.p2p_dest, len(self._p2p_links) - 1)][:, None]
-                   == np.arange(N_LINKS)]
-            for link in range(N_LINKS):
-                mc, mcp, p2p = (s[:, link] for s in sel)
-                n = int(mc.sum() + mcp.sum() + p2p.sum())
-                if not n:
-                    continue
+            mc, mcp = self._mc_links(bt.mc_keys, go), self._mc_links(bt.mcp_keys, go)
+            p2p = (self._p2p_links[np.minimum(bt.p2p_dest, len(self._p2p_links) - 1)][:, None] == _LINKS
+                   if len(bt.p2p_dest) else _NO_LINKS)
+            counts = mc.sum(axis=0) + mcp.sum(axis=0) + p2p.sum(axis=0)
+            for link in np.flatnonzero(counts).tolist():
+                n = int(counts[link])
                 if last or link not in self.links:
                     self.dropped += n
                     self.dropped_link += n
@@ -253,20 +255,23 @@ class Router:
                         self._remember("link", np.array([link]), np.array([bt.src]))
                     continue
                 self.link_sent[link] += n
+                m, q, p = mc[:, link], mcp[:, link], p2p[:, link]
                 out.setdefault(link, []).append(PacketBatch.unchecked(
-                    bt.src, bt.tick, bt.streams, bt.mc_keys[mc], bt.mcp_keys[mcp], bt.mcp_payload[mcp],
-                    bt.p2p_dest[p2p], bt.p2p_tag[p2p], bt.p2p_payload[p2p]))
+                    bt.src, bt.tick, bt.streams, bt.mc_keys[m], bt.mcp_keys[q], bt.mcp_payload[q],
+                    bt.p2p_dest[p], bt.p2p_tag[p], bt.p2p_payload[p]))
         return out
 
     def _mc_links(self, keys: np.ndarray, travelling: int) -> np.ndarray:
         """[packets, links] bool: the links each key leaves by (straight on, for an unmatched key that came
         over a link)."""
-        sent = np.zeros((len(keys), N_LINKS), bool)
-        if len(keys):
-            idx = self.table.lookup_many(keys)
-            hit = idx >= 0
-            sent[hit] = self._links[idx[hit]] > 0
-            if travelling >= 0 and not hit.all():
+        if not len(keys):
+            return _NO_LINKS
+        idx = self.table.lookup_many(keys)
+        hit = idx >= 0
+        sent = self._links[np.where(hit, idx, 0)] > 0
+        if not hit.all():
+            sent[~hit] = False
+            if travelling >= 0:
                 sent[~hit, travelling] = True
                 self.default_routed += int((~hit).sum())
         return sent
