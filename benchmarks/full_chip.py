@@ -2,9 +2,10 @@
 the host, one process each, started and run on this machine. Start-up time, memory per actor process, and the
 run's digest against the local engine.
 
-    python benchmarks/full_chip.py [--pes 151] [--per-pe 2] [--transport channels]
+    python benchmarks/full_chip.py [--pes 151] [--per-pe 2] [--transport channels] [--pes-per-process K]
 
-Writes full_chip.json and full_chip.md. The network is the smoke recipe's with its hidden layer grown to
+Writes full_chip.json and full_chip.md (full_chip_ppp4.* with --pes-per-process 4: the PEs four to a
+process, as SpiNNaker 2's quad-PEs). The network is the smoke recipe's with its hidden layer grown to
 pes x per_pe ALIF neurons, per_pe on each PE, on a short stretch of its task (one training batch, one test
 batch). Memory per process, read from /proc once every actor is up: RSS (resident, counting shared pages in
 full), USS (private to the process: what one more actor costs) and PSS (shared pages split among their users:
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--pes", type=int, default=151, help="hidden PEs (one more holds the readout)")
     ap.add_argument("--per-pe", type=int, default=2, help="hidden neurons per PE")
     ap.add_argument("--transport", default="channels")
+    ap.add_argument("--pes-per-process", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     recipe = chip_recipe(args.pes, args.per_pe)
@@ -78,13 +80,13 @@ def main() -> None:
 
     def on_ready(pids):
         seen["avail"] = mem_available()
-        seen["pes"] = [process_memory(p) for p in pids["pes"]]
+        seen["pes"] = [process_memory(p) for p in sorted(set(pids["pes"]))]  # PE processes
         seen["host"] = process_memory(pids["host"])
         seen["router"] = process_memory(pids["router"])
         print(f"{len(pids['pes'])} PE actors up", file=sys.stderr)
 
     try:
-        raw = run_ray(b, transport=args.transport, on_ready=on_ready)
+        raw = run_ray(b, transport=args.transport, on_ready=on_ready, pes_per_process=args.pes_per_process)
     finally:
         if started:
             import ray
@@ -93,33 +95,38 @@ def main() -> None:
     pe_mem = seen["pes"]
     med = {k: statistics.median(m[k] for m in pe_mem) for k in ("rss", "uss", "pss")}
     actors = [*pe_mem, seen["host"], seen["router"]]
+    k = args.pes_per_process
     out = {"benchmark": "full_chip", "date": time.strftime("%Y-%m-%d"), "transport": args.transport,
-           "pes": b.mapping.n_pes, "processes": b.mapping.n_pes + 2, "hidden_neurons": args.pes * args.per_pe,
+           "pes": b.mapping.n_pes, "pes_per_process": k, "processes": len(pe_mem) + 2,
+           "hidden_neurons": args.pes * args.per_pe,
            "ticks": raw.ticks, "ray_init_seconds": t_ray, "start_actors_seconds": raw.phases["start_actors"],
            "run_seconds": raw.phases["run"], "ticks_per_second": raw.ticks / raw.phases["run"],
            "pe_actor_rss_median_bytes": med["rss"], "pe_actor_uss_median_bytes": med["uss"],
            "pe_actor_pss_median_bytes": med["pss"], "actors_pss_total_bytes": sum(m["pss"] for m in actors),
+           "uss_per_pe_bytes": sum(m["uss"] for m in pe_mem) / b.mapping.n_pes,
            "actors_rss_total_bytes": sum(m["rss"] for m in actors),
            "mem_available_drop_bytes": avail_before - seen["avail"],
            "host_actor": seen["host"], "router_actor": seen["router"],
            "state_digest": digest_ray, "digest_matches_local": digest_ray == digest_local,
            "load_average": os.getloadavg()}
-    md = [f"A full chip on the ray engine ({args.transport}): {out['pes']} PE actors + router + host, "
+    md = [f"A full chip on the ray engine ({args.transport}): {out['pes']} PEs in {len(pe_mem)} actor processes "
+          f"({k} per process) + router + host, "
           f"{out['hidden_neurons']} hidden ALIF neurons, {out['ticks']} ticks; {out['date']}. "
-          f"Command: `python benchmarks/full_chip.py`.", "",
+          f"Command: `python benchmarks/full_chip.py" + (f" --pes-per-process {k}" if k > 1 else "") + "`.", "",
           "| figure | value |", "|---|---|",
           f"| Ray start | {t_ray:.1f} s |",
           f"| actors up (start-up) | {out['start_actors_seconds']:.1f} s "
           f"({1000 * out['start_actors_seconds'] / out['processes']:.0f} ms per actor) |",
-          f"| PE actor memory, median RSS / PSS / USS | {med['rss'] / MIB:.1f} / {med['pss'] / MIB:.1f} / "
+          f"| PE actor process memory, median RSS / PSS / USS | {med['rss'] / MIB:.1f} / {med['pss'] / MIB:.1f} / "
           f"{med['uss'] / MIB:.1f} MiB |",
+          f"| private memory (USS) per PE | {out['uss_per_pe_bytes'] / MIB:.1f} MiB |",
           f"| all actors, PSS total (RSS total) | {out['actors_pss_total_bytes'] / MIB:,.0f} MiB "
           f"({out['actors_rss_total_bytes'] / MIB:,.0f} MiB) |",
           f"| MemAvailable drop with the actors up (Ray's daemons included) | "
           f"{out['mem_available_drop_bytes'] / MIB:,.0f} MiB |",
           f"| stepping | {out['ticks_per_second']:.1f} ticks/s |",
           f"| digest same as the local engine | {out['digest_matches_local']} (`{digest_ray[:12]}`) |"]
-    write_results(args.out, "full_chip", out, md)
+    write_results(args.out, "full_chip" if k == 1 else f"full_chip_ppp{k}", out, md)
 
 
 if __name__ == "__main__":

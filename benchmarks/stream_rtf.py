@@ -6,7 +6,9 @@ The shipped e-prop model (recipes/eprop_kws.toml: 12 hidden PEs + the readout PE
 the ray engine with the router), batch 1, exact per-tick exchange, clips of the bundled corpus streamed as
 fast as the engine goes (`s2emu stream --no-pace`). real_time_factor = ticks per second / 100 (a tick is a
 10 ms frame). Also the router actor's busy time per tick (decoding, routing, encoding: the serial part of
-the exchange). Writes stream_rtf.json and stream_rtf.md; medians over repeats, engines interleaved.
+the exchange). A third row, `ray ppp4`, runs the ray engine with the PEs four to a process
+(--pes-per-process 4: 13 PEs in 4 processes, each PE still on its own channel). Writes stream_rtf.json and
+stream_rtf.md; medians over repeats, engines interleaved.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ def main() -> None:
     weights, _ = load_model(ROOT / "models" / "eprop_kws.npz", recipe.network)
     started = start_ray()
     load_before = os.getloadavg()
-    runs = {"local": [], "ray": []}
+    runs = {"local": [], "ray": [], "ray ppp4": []}
     try:
         for rep in range(args.repeats):
             for engine in runs:
-                r = stream(recipe, None, engine=engine, weights=weights, clips=args.clips, pace=False,
-                           console=None, live=False)
+                r = stream(recipe, None, engine=engine.split()[0], weights=weights, clips=args.clips, pace=False,
+                           console=None, live=False, pes_per_process=4 if engine == "ray ppp4" else 1)
                 runs[engine].append(r)
                 print(f"{engine} #{rep + 1}: real-time factor {r['real_time_factor']:.2f}", file=sys.stderr)
     finally:

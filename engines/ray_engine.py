@@ -86,10 +86,13 @@ def _actor_classes():
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class EndpointActor:
-        """A PE or the host: any object with step(tick, inbound) -> outbound, behind msgpack bytes."""
+        """One process holding one or more endpoints (a PE, several PEs with --pes-per-process, or the host):
+        objects with step(tick, inbound) -> outbound behind msgpack bytes, each addressed by its slot. Each
+        endpoint serves its own channel in its own thread of the actor (max_concurrency), so the router
+        sees one channel per endpoint however the endpoints are grouped into processes."""
 
-        def __init__(self, kind, config):
-            self.obj = make_pe(config) if kind == "pe" else make_host(config)
+        def __init__(self, specs):
+            self.objs = [make_pe(config) if kind == "pe" else make_host(config) for kind, config in specs]
 
         def ready(self):
             return os.getpid()
@@ -97,22 +100,23 @@ def _actor_classes():
         def node(self):
             return ray.get_runtime_context().get_node_id()
 
-        def step(self, tick, inbound):
-            return encode(self.obj.step(tick, decode(inbound) if inbound is not None else None))
+        def step(self, slot, tick, inbound):
+            return encode(self.objs[slot].step(tick, decode(inbound) if inbound is not None else None))
 
-        def snapshot(self):
-            return pack(self.obj.snapshot())
+        def snapshot(self, slot):
+            return pack(self.objs[slot].snapshot())
 
-        def restore(self, state):
-            self.obj.restore(unpack(state))
+        def restore(self, slot, state):
+            self.objs[slot].restore(unpack(state))
 
-        def serve(self, address, authkey, endpoint_index):
-            """Step over a direct channel to the router until it sends STOP or goes away.
+        def serve(self, address, authkey, endpoint_index, slot):
+            """Step endpoint `slot` over a direct channel to the router until it sends STOP or goes away.
 
             Raises only if the channel cannot be opened; once connected, every failure of the object is
             sent to the router (which raises it for the driver) and the call returns its status."""
             from multiprocessing.connection import Client
 
+            obj = self.objs[slot]
             conn = Client(tuple(address), family="AF_INET", authkey=authkey)
             gc.freeze()  # the collector need not scan what exists now, ~10% less time per tick
             try:
@@ -127,10 +131,10 @@ def _actor_classes():
                         return "stopped"
                     try:
                         if tick == SNAPSHOT:
-                            out, status = OK + pack(self.obj.snapshot()), None
+                            out, status = OK + pack(obj.snapshot()), None
                         else:
                             inbound = decode(memoryview(msg)[_TICK_SIZE:]) if len(msg) > _TICK_SIZE else None
-                            batch = self.obj.step(tick, inbound)
+                            batch = obj.step(tick, inbound)
                             # an empty batch travels as OK alone: most PEs send nothing most ticks
                             out, status = (OK + encode(batch) if len(batch) else OK), None
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
@@ -147,13 +151,14 @@ def _actor_classes():
         def clip_scores(self):
             """The stream host's scores so far (answered during serve: the host actor of a watched run
             takes two calls at a time)."""
-            scores = getattr(self.obj, "clip_scores", None)
+            scores = getattr(self.objs[0], "clip_scores", None)
             return None if scores is None else scores().copy()
 
-        def finish(self):
-            if isinstance(self.obj, Host):
-                return self.obj.results()
-            return self.obj.weights(), self.obj.recordings(), dict(self.obj.counters)
+        def finish(self, slot):
+            obj = self.objs[slot]
+            if isinstance(obj, Host):
+                return obj.results()
+            return obj.weights(), obj.recordings(), dict(obj.counters)
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class RouterActor:
@@ -161,7 +166,7 @@ def _actor_classes():
         leads to another chip in use to that chip, `hops` is the mapping's hop rounds per tick."""
 
         def __init__(self, router, endpoints, names, neighbours=None, hops=0):
-            self.endpoints = endpoints  # actor handles; endpoint e (local index) is endpoints[e]
+            self.endpoints = endpoints  # (actor handle, slot); endpoint e (local index) is endpoints[e]
             self.names = names  # endpoint e is names[e] in error messages
             self.n = len(endpoints)
             self.router = router
@@ -325,7 +330,8 @@ def _actor_classes():
 
         def _advance_calls(self, start, count):
             for tick in range(start, start + count):
-                outs = ray.get([a.step.remote(tick, self.inbound[e]) for e, a in enumerate(self.endpoints)])
+                outs = ray.get([a.step.remote(slot, tick, self.inbound[e])
+                                for e, (a, slot) in enumerate(self.endpoints)])
                 t = time.perf_counter()
                 routed = self.router.route([decode(b) for b in outs], tick)
                 self.inbound = [encode(routed[e]) for e in range(self.n)]
@@ -393,7 +399,7 @@ def _actor_classes():
             if self.failure is not None:
                 raise self.failure
             if self.conns is None:
-                states = ray.get([a.snapshot.remote() for a in self.endpoints])
+                states = ray.get([a.snapshot.remote(slot) for a, slot in self.endpoints])
             else:
                 for e in range(self.n):
                     self._send_control(e, SNAPSHOT)
@@ -531,7 +537,7 @@ class _HighWater:
 
 def run_ray(build, *, progress=None, address: str | None = None, transport: str = "channels",
             on_ready=None, observer=None, checkpointer=None, resume=None, max_restarts: int = 0,
-            log=None) -> RawRun:
+            log=None, pes_per_process: int = 1) -> RawRun:
     """Run `build` with one actor per PE. `transport`: "channels" (direct channels, default) or "calls"
     (one Ray call per endpoint per tick). `on_ready(pids)`, if given, is called once every actor is up
     with {"pes": [pid, ...], "host": pid, "router": pid} (tests use it to kill an actor). `observer`:
@@ -539,11 +545,17 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
 
     max_restarts: when a process of the emulation dies (ActorDiedError), start every actor again from the last
     checkpoint (the resumed one, or the start) and replay, at most this many times; `log(message)` hears of
-    each restart. Errors raised by the PEs themselves are not retried: they would happen again."""
+    each restart. Errors raised by the PEs themselves are not retried: they would happen again.
+
+    pes_per_process: PEs sharing one actor process (consecutive PEs of a chip; 4 is SpiNNaker 2's quad-PE), each
+    still stepped by its own object and served over its own channel; 1 (the default) gives every PE its own
+    process. Fewer processes take less memory and start faster; the bits do not change."""
     import ray
 
     if transport not in TRANSPORTS:
         raise S2EmuError(f"unknown ray transport '{transport}' (known: {', '.join(TRANSPORTS)})")
+    if type(pes_per_process) is not int or pes_per_process < 1:
+        raise S2EmuError(f"--pes-per-process must be an int >= 1, got {pes_per_process!r}")
     started = start_ray(address)
     mark = _HighWater(progress)
     state, restarts = resume, 0
@@ -551,7 +563,7 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
         while True:
             mark.restart_at(int(state["tick"]) if state is not None else 0)
             try:
-                raw = _run(build, mark, transport, on_ready, observer, checkpointer, state)
+                raw = _run(build, mark, transport, on_ready, observer, checkpointer, state, pes_per_process)
                 raw.restarts = restarts
                 return raw
             except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
@@ -683,12 +695,12 @@ class _Chips:
     """The driver's view of the chips' router actors: which endpoints each serves, and the glue that turns
     their per-chip answers into the run's (global endpoint order)."""
 
-    def __init__(self, mapping, actors, names, streams, RouterActor, placement):
+    def __init__(self, mapping, endpoints, names, streams, RouterActor, placement):
         self.mapping, self.geometry = mapping, mapping.machine.geometry
         self.chips = sorted(mapping.tables)
         self.endpoints = {c: mapping.chip_endpoints(c) for c in self.chips}
         self.routers = {c: RouterActor.options(**placement.on(c)).remote(
-            mapping.router(c, streams), [actors[e] for e in self.endpoints[c]], [names[e] for e in self.endpoints[c]],
+            mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]], [names[e] for e in self.endpoints[c]],
             {link: n for link in range(6) if (n := self.geometry.neighbour(c, link)) in mapping.tables},
             mapping.hops) for c in self.chips}
 
@@ -700,9 +712,9 @@ class _Chips:
         opened = _get_all([r.open_channels.remote(host_ip) for r in self.actors], START_TIMEOUT, "opening channels")
         self.addresses = dict(zip(self.chips, opened))
 
-    def serve(self, actors) -> dict:
+    def serve(self, endpoints) -> dict:
         """Every endpoint's serve call (-> its global index), connecting it to its own chip's router."""
-        return {actors[e].serve.remote(*self.addresses[c], i): e
+        return {endpoints[e][0].serve.remote(*self.addresses[c], i, endpoints[e][1]): e
                 for c in self.chips for i, e in enumerate(self.endpoints[c])}
 
     def accept_channels(self, serving) -> None:
@@ -741,7 +753,19 @@ class _Chips:
                 for (c, r), st in zip(self.routers.items(), resume["router"], strict=True)]
 
 
-def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -> RawRun:
+def _groups(build, per_process: int) -> list[list[int]]:
+    """PEs in processes of `per_process`: consecutive PEs of one chip (a chip's processes stay on its node)."""
+    groups, chip_of = [], build.mapping.endpoint_chips
+    for c in build.pe_configs:
+        p = c["pe_id"]
+        if groups and len(groups[-1]) < per_process and chip_of[groups[-1][-1]] == chip_of[p]:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _run(build, progress, transport, on_ready, observer, checkpointer, resume, pes_per_process) -> RawRun:
     import ray
 
     from s2emu.router.mesh import merge_counters, merge_drop_reports
@@ -754,13 +778,20 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
                          f"'{transport}'")
     placement = _Placement(sorted(m.tables))
     chip_of = m.endpoint_chips
-    pes = [EndpointActor.options(**placement.on(chip_of[c["pe_id"]])).remote("pe", c) for c in build.pe_configs]
+    groups = _groups(build, pes_per_process)
+    pes = [EndpointActor.options(max_concurrency=len(g), **placement.on(chip_of[g[0]])).remote(
+        [("pe", build.pe_configs[p]) for p in g]) for g in groups]
     host = EndpointActor.options(max_concurrency=2 if observer else 1, **placement.on(chip_of[m.host])).remote(
-        "host", build.host_config)
+        [("host", build.host_config)])
     watch = _Watch(host) if observer is not None else None
-    actors = [*pes, host]
+    endpoints = [None] * m.n_endpoints  # endpoint -> (its process's actor, its slot there)
+    for a, g in zip(pes, groups):
+        for slot, p in enumerate(g):
+            endpoints[p] = (a, slot)
+    endpoints[m.host] = (host, 0)
+    actors = [*pes, host]  # the endpoints' processes
     names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
-    chips = _Chips(m, actors, names, build.host_config["streams"], RouterActor, placement)
+    chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement)
     serving = {}  # serve call -> endpoint index
     queued = deque()  # (advance calls, ticks, None) or (snapshot calls, 0, tick) not awaited yet; one queued
     # behind the running one keeps the routers busy between driver calls
@@ -769,18 +800,21 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
         pids = _get_all([a.ready.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "starting the actors")
         tick = 0
         if resume is not None:
-            _get_all([a.restore.remote(st) for a, st in zip(actors, resume["endpoints"])] + chips.restore(resume),
+            _get_all([a.restore.remote(slot, st) for (a, slot), st in zip(endpoints, resume["endpoints"])]
+                     + chips.restore(resume),
                      START_TIMEOUT, "restoring the checkpoint")
             tick = int(resume["tick"])  # (run_ray's progress already counts from here)
         start = tick
         if on_ready is not None:
             nodes = _get_all([a.node.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "asking for nodes")
-            on_ready({"pes": pids[:len(pes)], "host": pids[len(pes)], "router": pids[len(actors)],
+            per_pe = [i for i, g in enumerate(groups) for _ in g]  # PE -> its process (PEs in id order)
+            on_ready({"pes": [pids[i] for i in per_pe], "host": pids[len(pes)], "router": pids[len(actors)],
                       "routers": pids[len(actors):], "chip_nodes": chip_nodes,
-                      "nodes": {"pes": nodes[:len(pes)], "host": nodes[len(pes)], "routers": nodes[len(actors):]}})
+                      "nodes": {"pes": [nodes[i] for i in per_pe], "host": nodes[len(pes)],
+                                "routers": nodes[len(actors):]}})
         if transport == "channels":
             chips.open_channels(_channel_host())
-            serving.update(chips.serve(actors))
+            serving.update(chips.serve(endpoints))
             chips.accept_channels(serving)
         t_start = time.perf_counter() - t0
         if watch is not None:
@@ -809,8 +843,9 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume) -
         if transport == "channels":
             _get_all([r.close_channels.remote() for r in chips.actors] + list(serving), STALL_TIMEOUT,
                      "closing the channels")
-        finished = _get_all([p.finish.remote() for p in pes], STALL_TIMEOUT, "collecting the PEs' results")
-        *per_chip, results = _get_all([r.counters.remote() for r in chips.actors] + [host.finish.remote()],
+        finished = _get_all([a.finish.remote(slot) for a, slot in endpoints[:m.n_pes]], STALL_TIMEOUT,
+                            "collecting the PEs' results")
+        *per_chip, results = _get_all([r.counters.remote() for r in chips.actors] + [host.finish.remote(0)],
                                       STALL_TIMEOUT, "collecting the results")
     except BaseException:
         for a in (*actors, *chips.actors):

@@ -85,14 +85,14 @@ def sparse_weight_bytes(b: Build) -> int:
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
         checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
-        max_restarts: int = 0, log=None, assume: dict[str, float] | None = None) -> dict:
+        max_restarts: int = 0, log=None, assume: dict[str, float] | None = None, pes_per_process: int = 1) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
     weights: start from a trained model instead of the seeded initial weights. checkpoint_every: write the
     whole state to `checkpoint` after every so many ticks; resume: continue from a checkpoint file (written by
     the same command line). max_restarts (ray engine): restart from the last checkpoint when a process of the
     emulation dies, at most this many times; log(message) hears of each restart. assume: overrides of the chip
-    model's assumptions (s2emu/chipmodel.py)."""
+    model's assumptions (s2emu/chipmodel.py). pes_per_process (ray engine): PEs sharing one actor process."""
     b = build_run(recipe, weights=weights)
     payload = None
     if resume is not None:
@@ -103,7 +103,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         progress.start(b.n_ticks)
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address,
                      transport=transport, checkpointer=checkpointer, resume=payload, max_restarts=max_restarts,
-                     log=log)
+                     log=log, pes_per_process=pes_per_process)
     if raw.drop_report and not allow_drops:
         raise RoutingError(raw.drop_report)
     if raw.host_results["missing_outputs"]:
@@ -147,6 +147,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "mesh": [recipe.machine.geometry.width, recipe.machine.geometry.height],
         "hops": b.mapping.hops,
         "chip_nodes": raw.chip_nodes,
+        "pes_per_process": pes_per_process if engine == "ray" else None,
         "pe_counters": pe_counters,
         "chip_model": model,
         "spike_counts": {k: int(len(v)) for k, v in spikes.items()},

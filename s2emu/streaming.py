@@ -103,7 +103,7 @@ class LiveView:
 
 
 def stream(recipe, source, *, engine="local", address=None, transport="channels", weights=None, clips=None,
-           learn=False, pace=True, console=None, live=True, loop=False) -> dict:
+           learn=False, pace=True, console=None, live=True, loop=False, pes_per_process=1) -> dict:
     if recipe.data["kind"] != "speech_commands":
         raise S2EmuError(f"stream needs a recipe with audio data (kind 'speech_commands'), not '{recipe.data['kind']}'")
     spec = feature_spec(recipe.data)
@@ -130,7 +130,7 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     view.start()
     try:
         raw = run_engine(engine, b, progress=pacer.advance, address=address, transport=transport,
-                         observer=view.attach if view.enabled else None)
+                         observer=view.attach if view.enabled else None, pes_per_process=pes_per_process)
     finally:
         pacer.stop()
         view.stop()

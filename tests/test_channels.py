@@ -40,6 +40,20 @@ def test_channels_calls_and_local_give_the_same_digest(ray_local, pes, batch, va
     assert outcome(b, "ray", "calls") == local
 
 
+def test_pes_sharing_processes_give_the_same_bits(ray_local):
+    """--pes-per-process 4: 11 PEs in 3 processes (4+4+3, each PE still on its own channel and thread)."""
+    from s2emu.engines.ray_engine import run_ray
+
+    b = build(small(pes=12, batch=2))
+    seen = {}
+    raw = run_ray(b, pes_per_process=4, on_ready=seen.update)
+    assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == outcome(b, "local")[0]
+    assert len(seen["pes"]) == b.mapping.n_pes == 11 and len(set(seen["pes"])) == 3
+    assert seen["host"] not in seen["pes"]
+    with pytest.raises(S2EmuError, match="--pes-per-process must be an int >= 1"):
+        run_ray(b, pes_per_process=0)
+
+
 def test_unknown_transport_is_refused():
     with pytest.raises(S2EmuError, match="unknown ray transport 'pigeons'"):
         run_engine("ray", build(small(batch=4)), transport="pigeons")
