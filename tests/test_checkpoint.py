@@ -147,7 +147,8 @@ def killer(pids, victim, at):
     def progress(n, done=[0]):  # noqa: B006 - a counter shared by the calls of one run
         done[0] += n
         if not killed and done[0] >= at:
-            pid = pids["pes"][1] if victim == "pe" else pids[victim]
+            pid = pids["pes"][1] if victim == "pe" else pids["routers"][1] if victim == "chip 1's router" \
+                else pids[victim]
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
     return progress, killed
@@ -166,6 +167,26 @@ def test_the_ray_engine_survives_a_killed_process(victim, tmp_path, ray_local):
     raw = run_ray(b, progress=progress, on_ready=pids.update, checkpointer=ck, max_restarts=2, log=log.append)
     assert killed and raw.restarts == 1 and "restarting every actor from tick" in log[0]
     assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == run(r)["state_digest"]
+
+
+@pytest.mark.ray
+def test_a_killed_chip_router_restarts_the_whole_mesh(tmp_path, ray_local):
+    """Three chips, a router actor each: killing chip 1's router closes its links, its neighbours and its PEs
+    notice, and the run restarts every actor from the last checkpoint (router state per chip) and ends with the
+    one-chip digest."""
+    from s2emu.engines.ray_engine import run_ray
+
+    r = CASES["smoke"]().with_overrides(pes=4, chips=3, pes_per_chip=2)
+    b = build_run(r)
+    assert sorted(b.mapping.tables) == [0, 1, 2]
+    pids, log = {}, []
+    progress, killed = killer(pids, "chip 1's router", b.n_ticks // 2)
+    ck = Checkpointer(tmp_path / "run.s2ckpt", b.n_ticks // 5, b)
+    raw = run_ray(b, progress=progress, on_ready=pids.update, checkpointer=ck, max_restarts=2, log=log.append)
+    assert killed and raw.restarts == 1 and "restarting every actor from tick" in log[0]
+    one_chip = run(CASES["smoke"]().with_overrides(pes=4))["state_digest"]
+    assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == one_chip
+    assert run(r, resume=str(ck.path))["state_digest"] == one_chip  # the ray checkpoint resumes on local
 
 
 @pytest.mark.ray
