@@ -173,6 +173,11 @@ def _actor_classes():
             router.reset_counters()  # fresh arrays: those Ray hands over from its object store are read-only
             self.neighbours, self.hops = dict(neighbours or {}), hops
             self.links = {}  # link -> channel to the neighbouring chip's router
+            # The hop exchange takes the wires in the order of their (lower chip, higher chip): a message too big
+            # for the sockets' buffers then never leaves two routers each blocked sending to the other.
+            chip = router.chip
+            self.wires = sorted(self.neighbours, key=lambda link: (min(chip, self.neighbours[link]),
+                                                                   max(chip, self.neighbours[link])))
             self.inbound = [None] * self.n
             self.busy = 0.0
             self.listener = None
@@ -195,7 +200,7 @@ def _actor_classes():
 
             authkey = os.urandom(32)
             self.listener = Listener((host or ray.util.get_node_ip_address(), 0), family="AF_INET",
-                                     backlog=self.n + 1, authkey=authkey)
+                                     backlog=self.n + 7, authkey=authkey)  # endpoints and up to 6 links
             return self.listener.address, authkey
 
         def accept_channels(self, peers=None):
@@ -368,15 +373,16 @@ def _actor_classes():
                 sent = self.router.forward(moving, heading, last=hop == self.hops)
                 if hop == self.hops:
                     break
-                for link, c in self.links.items():
-                    try:
-                        c.send_bytes(encode_many(sent.get(link, [])))
-                    except OSError as exc:
-                        self._fail(self._link_down(link, tick, exc))
                 moving, heading = [], {}
-                for link, c in self.links.items():
+                for link in self.wires:  # every router takes its wires in one global order: no deadlock
+                    c = self.links[link]
                     try:
-                        got = decode_many(c.recv_bytes())
+                        if self.neighbours[link] > self.router.chip:  # the lower chip of a wire sends first
+                            c.send_bytes(encode_many(sent.get(link, [])))
+                            got = decode_many(c.recv_bytes())
+                        else:
+                            got = decode_many(c.recv_bytes())
+                            c.send_bytes(encode_many(sent.get(link, [])))
                     except (EOFError, OSError) as exc:
                         self._fail(self._link_down(link, tick, exc))
                     moving += got
@@ -615,6 +621,24 @@ def _get(ref, watched: dict, timeout: float | None = None, what: str = ""):
         ray.get(done[0])  # raises the endpoint's error, if any
 
 
+GRACE = 10.0  # seconds the other routers get to report their own error once one router's call failed
+
+
+def _get_each(refs, watched: dict, timeout: float, what: str) -> list:
+    """Every router's answer to one call (_get each). When one fails, the others get GRACE seconds to fail
+    too, and the root cause is raised: an error of the emulation itself (a PE's PacketError on chip 2, say)
+    rather than the "closed its channel" of the routers that lost their link to the failing one."""
+    out, errors = [], []
+    for ref in refs:
+        try:
+            out.append(_get(ref, watched, GRACE if errors else timeout, what))
+        except Exception as e:  # noqa: BLE001 - sorted out below
+            errors.append(_unwrap(e))
+    if errors:
+        raise next((e for e in errors if not isinstance(e, ActorDiedError)), errors[0])
+    return out
+
+
 def _get_all(refs, timeout: float, what: str) -> list:
     """ray.get of several calls, bounded: an actor that does not answer in time is a hang, not a wait."""
     import ray
@@ -723,8 +747,10 @@ class _Chips:
             peers = {link: self.addresses[n] for link in range(6)
                      if (n := self.geometry.neighbour(c, link)) is not None and n in self.routers and n < c}
             calls.append(r.accept_channels.remote(peers))
+        deadline = time.monotonic() + CONNECT_TIMEOUT
         for ref in calls:
-            _get(ref, serving, CONNECT_TIMEOUT, "connecting the endpoints' and links' channels to the routers")
+            _get(ref, serving, max(0.0, deadline - time.monotonic()),
+                 "connecting the endpoints' and links' channels to the routers")
 
     def advance(self, tick, count) -> list:
         return [r.advance.remote(tick, count) for r in self.actors]
@@ -779,23 +805,27 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
     placement = _Placement(sorted(m.tables))
     chip_of = m.endpoint_chips
     groups = _groups(build, pes_per_process)
-    pes = [EndpointActor.options(max_concurrency=len(g), **placement.on(chip_of[g[0]])).remote(
-        [("pe", build.pe_configs[p]) for p in g]) for g in groups]
-    host = EndpointActor.options(max_concurrency=2 if observer else 1, **placement.on(chip_of[m.host])).remote(
-        [("host", build.host_config)])
-    watch = _Watch(host) if observer is not None else None
-    endpoints = [None] * m.n_endpoints  # endpoint -> (its process's actor, its slot there)
-    for a, g in zip(pes, groups):
-        for slot, p in enumerate(g):
-            endpoints[p] = (a, slot)
-    endpoints[m.host] = (host, 0)
-    actors = [*pes, host]  # the endpoints' processes
-    names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
-    chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement)
+    actors, chips, watch = [], None, None  # what the cleanup below kills, however far the start got
     serving = {}  # serve call -> endpoint index
     queued = deque()  # (advance calls, ticks, None) or (snapshot calls, 0, tick) not awaited yet; one queued
     # behind the running one keeps the routers busy between driver calls
     try:
+        pes = []
+        for g in groups:
+            pes.append(EndpointActor.options(max_concurrency=len(g), **placement.on(chip_of[g[0]])).remote(
+                [("pe", build.pe_configs[p]) for p in g]))
+            actors.append(pes[-1])
+        host = EndpointActor.options(max_concurrency=2 if observer else 1, **placement.on(chip_of[m.host])).remote(
+            [("host", build.host_config)])
+        actors.append(host)  # actors: the endpoints' processes, PEs' then the host's
+        watch = _Watch(host) if observer is not None else None
+        endpoints = [None] * m.n_endpoints  # endpoint -> (its process's actor, its slot there)
+        for a, g in zip(pes, groups):
+            for slot, p in enumerate(g):
+                endpoints[p] = (a, slot)
+        endpoints[m.host] = (host, 0)
+        names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
+        chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement)
         chip_nodes = placement.wait()
         pids = _get_all([a.ready.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "starting the actors")
         tick = 0
@@ -831,7 +861,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
             if len(queued) >= 2 or tick >= n_ticks:
                 refs, done, at = queued.popleft()
                 what = "a chunk of ticks" if at is None else "a snapshot"
-                got = [_get(ref, serving, STALL_TIMEOUT, what) for ref in refs]
+                got = _get_each(refs, serving, STALL_TIMEOUT, what)
                 if at is not None:  # the state after `at` ticks
                     checkpointer.write(at, *chips.merged_snapshot(got))
                     continue
@@ -848,7 +878,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
         *per_chip, results = _get_all([r.counters.remote() for r in chips.actors] + [host.finish.remote(0)],
                                       STALL_TIMEOUT, "collecting the results")
     except BaseException:
-        for a in (*actors, *chips.actors):
+        for a in (*actors, *(chips.actors if chips is not None else ())):
             ray.kill(a)
         _discard([r for refs, _, _ in queued for r in refs] + list(serving)
                  + ([watch.pending] if watch and watch.pending else []))

@@ -119,7 +119,8 @@ class Mapping:
             "placement": [{"pe": v.pe, "population": v.population, "slice": v.slice_index, "lo": v.lo, "hi": v.hi}
                           for v in self.vertices],
             "keys": self.keys.to_dict(),
-            "table": {"entries": self.router_entries, "entries_before_merge": self.entries_before_merge,
+            "router_entries": self.router_entries,
+            "table": {"entries": len(self.table), "entries_before_merge": self.entries_before_merge,
                       "capacity": self.machine.router_entries,
                       "rows": [{"key": f"0x{e.key:08x}", "mask": f"0x{e.mask:08x}", "route": e.route}
                                for e in self.table.entries]},

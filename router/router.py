@@ -268,7 +268,7 @@ class Router:
             return _NO_LINKS
         idx = self.table.lookup_many(keys)
         hit = idx >= 0
-        sent = self._links[np.where(hit, idx, 0)] > 0
+        sent = self._links[np.where(hit, idx, 0)] > 0 if len(self._links) else np.zeros((len(keys), N_LINKS), bool)
         if not hit.all():
             sent[~hit] = False
             if travelling >= 0:
