@@ -114,7 +114,8 @@ def chip_model(pe_counters: list[dict], router: dict, ticks: int, samples: int, 
     cycles = B * sum(p["cycles"] for p in per_pe)  # all B chips
     packets = B * (router.get("routed", 0) + router.get("p2p_routed", 0))
     dynamic_j = cycles * a["pj_per_cycle"] * 1e-12 + packets * a["nj_per_packet"] * 1e-9
-    static_j = B * (len(per_pe) * a["static_mw_per_pe"] * 1e-3 + a["chip_static_watts"]) * chip_seconds
+    chips = len(router.get("chips") or [None])  # chips in use (a mesh's router counters list them)
+    static_j = B * (len(per_pe) * a["static_mw_per_pe"] * 1e-3 + chips * a["chip_static_watts"]) * chip_seconds
     per_sample = (dynamic_j + static_j) / max(samples, 1)
     gpu = a["gpu_watts"] * a["gpu_seconds_per_sample"]
     cpu = a["cpu_watts"] * wall_seconds / max(samples, 1)

@@ -28,6 +28,10 @@ def test_a_hand_computed_chip():
     assert m["static_joules"] == pytest.approx((2 * 1e-3 + 0.1) * 10e-3)
     assert m["energy_per_sample_joules"] == pytest.approx((m["dynamic_joules"] + m["static_joules"]) / 2)
     assert m["gpu_vs_chip"] == pytest.approx(300 * 0.01 / m["energy_per_sample_joules"])
+    # the same PEs spread over three chips: each chip in use pays its own static power
+    three = chip_model(pes, {"routed": 40, "p2p_routed": 2, "chips": [{}, {}, {}]}, ticks=10, samples=2, streams=1,
+                       step_seconds=None, wall_seconds=1.0)
+    assert three["static_joules"] == pytest.approx((2 * 1e-3 + 3 * 0.1) * 10e-3)
 
 
 def test_the_optimizer_is_priced_once_per_chip():
