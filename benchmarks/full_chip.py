@@ -3,9 +3,11 @@ the host, one process each, started and run on this machine. Start-up time, memo
 run's digest against the local engine.
 
     python benchmarks/full_chip.py [--pes 151] [--per-pe 2] [--transport channels] [--pes-per-process K]
+                                   [--chips N]
 
 Writes full_chip.json and full_chip.md (full_chip_ppp4.* with --pes-per-process 4: the PEs four to a
-process, as SpiNNaker 2's quad-PEs). The network is the smoke recipe's with its hidden layer grown to
+process, as SpiNNaker 2's quad-PEs; full_chip_2chips* etc. with --chips 2 and --pes 303: two full chips, a
+router actor each). The network is the smoke recipe's with its hidden layer grown to
 pes x per_pe ALIF neurons, per_pe on each PE, on a short stretch of its task (one training batch, one test
 batch). Memory per process, read from /proc once every actor is up: RSS (resident, counting shared pages in
 full), USS (private to the process: what one more actor costs) and PSS (shared pages split among their users:
@@ -51,13 +53,13 @@ def mem_available() -> int:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
-def chip_recipe(pes: int, per_pe: int):
+def chip_recipe(pes: int, per_pe: int, chips: int = 1):
     r = load_recipe("smoke")
     pops = tuple(dataclasses.replace(p, size=pes * per_pe) if p.name == "hidden" else p
                  for p in r.network.populations)
     r = dataclasses.replace(r, network=dataclasses.replace(r.network, populations=pops),
                             data={**r.data, "train_per_class": 2, "test_per_class": 2})
-    return r.with_overrides(pes=pes, epochs=1, batch=8)
+    return r.with_overrides(pes=pes, epochs=1, batch=8, chips=chips)
 
 
 def main() -> None:
@@ -66,9 +68,10 @@ def main() -> None:
     ap.add_argument("--per-pe", type=int, default=2, help="hidden neurons per PE")
     ap.add_argument("--transport", default="channels")
     ap.add_argument("--pes-per-process", type=int, default=1)
+    ap.add_argument("--chips", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
-    recipe = chip_recipe(args.pes, args.per_pe)
+    recipe = chip_recipe(args.pes, args.per_pe, args.chips)
     b = build(recipe)
     local = run_engine("local", b)
     digest_local = state_digest(assemble_weights(b, local), assemble_spikes(b, local))
@@ -82,7 +85,7 @@ def main() -> None:
         seen["avail"] = mem_available()
         seen["pes"] = [process_memory(p) for p in sorted(set(pids["pes"]))]  # PE processes
         seen["host"] = process_memory(pids["host"])
-        seen["router"] = process_memory(pids["router"])
+        seen["router"] = process_memory(pids["router"])  # chip 0's
         print(f"{len(pids['pes'])} PE actors up", file=sys.stderr)
 
     try:
@@ -97,7 +100,8 @@ def main() -> None:
     actors = [*pe_mem, seen["host"], seen["router"]]
     k = args.pes_per_process
     out = {"benchmark": "full_chip", "date": time.strftime("%Y-%m-%d"), "transport": args.transport,
-           "pes": b.mapping.n_pes, "pes_per_process": k, "processes": len(pe_mem) + 2,
+           "pes": b.mapping.n_pes, "chips": len(b.mapping.tables), "pes_per_process": k,
+           "processes": len(pe_mem) + 1 + len(b.mapping.tables),
            "hidden_neurons": args.pes * args.per_pe,
            "ticks": raw.ticks, "ray_init_seconds": t_ray, "start_actors_seconds": raw.phases["start_actors"],
            "run_seconds": raw.phases["run"], "ticks_per_second": raw.ticks / raw.phases["run"],
@@ -109,10 +113,13 @@ def main() -> None:
            "host_actor": seen["host"], "router_actor": seen["router"],
            "state_digest": digest_ray, "digest_matches_local": digest_ray == digest_local,
            "load_average": os.getloadavg()}
-    md = [f"A full chip on the ray engine ({args.transport}): {out['pes']} PEs in {len(pe_mem)} actor processes "
-          f"({k} per process) + router + host, "
+    md = [f"{'A full chip' if out['chips'] == 1 else str(out['chips']) + ' chips'} on the ray engine "
+          f"({args.transport}): {out['pes']} PEs in {len(pe_mem)} actor processes ({k} per process) + "
+          f"{out['chips']} router(s) + host, "
           f"{out['hidden_neurons']} hidden ALIF neurons, {out['ticks']} ticks; {out['date']}. "
-          f"Command: `python benchmarks/full_chip.py" + (f" --pes-per-process {k}" if k > 1 else "") + "`.", "",
+          f"Command: `python benchmarks/full_chip.py" + (f" --pes {args.pes} --chips {args.chips}" if args.chips > 1
+                                                          else "")
+          + (f" --pes-per-process {k}" if k > 1 else "") + "`.", "",
           "| figure | value |", "|---|---|",
           f"| Ray start | {t_ray:.1f} s |",
           f"| actors up (start-up) | {out['start_actors_seconds']:.1f} s "
@@ -126,7 +133,8 @@ def main() -> None:
           f"{out['mem_available_drop_bytes'] / MIB:,.0f} MiB |",
           f"| stepping | {out['ticks_per_second']:.1f} ticks/s |",
           f"| digest same as the local engine | {out['digest_matches_local']} (`{digest_ray[:12]}`) |"]
-    write_results(args.out, "full_chip" if k == 1 else f"full_chip_ppp{k}", out, md)
+    name = "full_chip" + (f"_{args.chips}chips" if args.chips > 1 else "") + (f"_ppp{k}" if k > 1 else "")
+    write_results(args.out, name, out, md)
 
 
 if __name__ == "__main__":
