@@ -720,13 +720,12 @@ class _Chips:
     their per-chip answers into the run's (global endpoint order)."""
 
     def __init__(self, mapping, endpoints, names, streams, RouterActor, placement):
-        self.mapping, self.geometry = mapping, mapping.machine.geometry
+        self.mapping = mapping
         self.chips = sorted(mapping.tables)
         self.endpoints = {c: mapping.chip_endpoints(c) for c in self.chips}
         self.routers = {c: RouterActor.options(**placement.on(c)).remote(
             mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]], [names[e] for e in self.endpoints[c]],
-            {link: n for link in range(6) if (n := self.geometry.neighbour(c, link)) in mapping.tables},
-            mapping.hops) for c in self.chips}
+            mapping.neighbours(c), mapping.hops) for c in self.chips}
 
     @property
     def actors(self) -> list:
@@ -744,8 +743,7 @@ class _Chips:
     def accept_channels(self, serving) -> None:
         calls = []
         for c, r in self.routers.items():  # each router connects to its lower-numbered neighbours
-            peers = {link: self.addresses[n] for link in range(6)
-                     if (n := self.geometry.neighbour(c, link)) is not None and n in self.routers and n < c}
+            peers = {link: self.addresses[n] for link, n in self.mapping.neighbours(c).items() if n < c}
             calls.append(r.accept_channels.remote(peers))
         deadline = time.monotonic() + CONNECT_TIMEOUT
         for ref in calls:
@@ -757,21 +755,21 @@ class _Chips:
 
     def merged_status(self, answers) -> tuple:
         """(routed, mc_sent per global endpoint) from every chip's advance answer."""
-        mc_sent = [0] * self.mapping.n_endpoints
-        for c, (_, sent) in zip(self.chips, answers):
-            for e, n in zip(self.endpoints[c], sent):
-                mc_sent[e] = n
-        return sum(a[0] for a in answers), mc_sent
+        from s2emu.router.mesh import by_endpoint
+
+        return (sum(a[0] for a in answers),
+                by_endpoint(self.mapping.n_endpoints, ((self.endpoints[c], a[1]) for c, a in zip(self.chips, answers))))
 
     def snapshot(self) -> list:
         return [r.snapshot.remote() for r in self.actors]
 
     def merged_snapshot(self, answers) -> tuple:
         """(endpoint states, router states, inbound), global endpoint order, from every chip's snapshot."""
-        states, inbound = [None] * self.mapping.n_endpoints, [None] * self.mapping.n_endpoints
-        for c, (st, _, ib) in zip(self.chips, answers):
-            for i, e in enumerate(self.endpoints[c]):
-                states[e], inbound[e] = st[i], ib[i]
+        from s2emu.router.mesh import by_endpoint
+
+        n, chips = self.mapping.n_endpoints, list(zip(self.chips, answers))
+        states = by_endpoint(n, ((self.endpoints[c], a[0]) for c, a in chips), fill=None)
+        inbound = by_endpoint(n, ((self.endpoints[c], a[2]) for c, a in chips), fill=None)
         return states, [a[1] for a in answers], inbound
 
     def restore(self, resume) -> list:

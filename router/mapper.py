@@ -86,13 +86,18 @@ class Mapping:
         """The endpoints on a chip, in local index order."""
         return [e for e, c in enumerate(self.endpoint_chips) if c == chip]
 
+    def neighbours(self, chip: int) -> dict[int, int]:
+        """link -> the chip it leads to, for the links of `chip` that reach another chip in use."""
+        g = self.machine.geometry
+        return {link: n for link in range(N_LINKS) if (n := g.neighbour(chip, link)) in self.tables}
+
     def router(self, chip: int, streams: int) -> Router:
         """The router of one chip, with its table, its endpoints and its links to the other chips in use."""
         g = self.machine.geometry
         return Router(self.tables[chip], len(self.chip_endpoints(chip)), chip=chip, streams=streams,
                       endpoints=self.chip_endpoints(chip),
                       p2p_links=[g.next_link(chip, c) for c in self.endpoint_chips],
-                      links=[i for i in range(N_LINKS) if g.neighbour(chip, i) in self.tables])
+                      links=self.neighbours(chip))
 
     @property
     def n_pes(self) -> int:

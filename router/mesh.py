@@ -18,7 +18,16 @@ from s2emu.machine import LINK_NAMES
 from .packets import PacketBatch
 from .router import MAX_REMEMBERED_DROPS, Router
 
-__all__ = ["Mesh", "merge_counters", "merge_drop_reports"]
+__all__ = ["Mesh", "by_endpoint", "merge_counters", "merge_drop_reports"]
+
+
+def by_endpoint(n_endpoints: int, per_chip, fill=0) -> list:
+    """One list by global endpoint id from per-chip (endpoint ids, values) pairs, each in local order."""
+    out = [fill] * n_endpoints
+    for endpoints, values in per_chip:
+        for e, v in zip(endpoints, values):
+            out[e] = v
+    return out
 
 
 class Mesh:
@@ -62,11 +71,7 @@ class Mesh:
         return sum(r.routed for r in self.routers.values())
 
     def mc_sent(self) -> list[int]:
-        out = [0] * self.n_endpoints
-        for r in self.routers.values():
-            for e, n in zip(r.endpoints, r.mc_sent):
-                out[e] = int(n)
-        return out
+        return by_endpoint(self.n_endpoints, ((r.endpoints, r.mc_sent.tolist()) for r in self.routers.values()))
 
     def counters_dict(self) -> dict:
         return merge_counters([r.counters_dict() for r in self.routers.values()], self.n_endpoints, self.geometry)
@@ -90,10 +95,7 @@ def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:
     each chip's own figures (`chips`), and the packets sent on every link between two chips (`links`)."""
     out = {k: sum(c[k] for c in chips) for k in _SUMMED}
     for k in ("delivered", "mc_sent"):
-        out[k] = [0] * n_endpoints
-        for c in chips:
-            for e, n in zip(c["endpoints"], c[k]):
-                out[k][e] = n
+        out[k] = by_endpoint(n_endpoints, ((c["endpoints"], c[k]) for c in chips))
     out["link_sent"] = {name: sum(c["link_sent"][name] for c in chips) for name in LINK_NAMES}
     out["first_drops"] = [d for c in chips for d in c["first_drops"]][:MAX_REMEMBERED_DROPS]
     out["chips"] = [{"chip": c["chip"], "xy": list(geometry.xy(c["chip"])), "endpoints": c["endpoints"],

@@ -129,6 +129,10 @@ class Router:
         """Local index of each src (global endpoint id) on this chip, -1 for packets that came over a link."""
         return self._local[np.minimum(srcs, len(self._local) - 1)]
 
+    def _toward(self, dest: np.ndarray) -> np.ndarray:
+        """The link each P2P destination (global endpoint id) is reached by from here, -1: here or nowhere."""
+        return self._p2p_links[np.minimum(dest, len(self._p2p_links) - 1)]
+
     def _multicast(self, keys: np.ndarray, srcs: np.ndarray):
         """Packet indices grouped by endpoint (ascending packet order within each) and the
         per-endpoint bounds into them; updates counters.
@@ -209,7 +213,7 @@ class Router:
         p2p_pl = cat("p2p_payload", np.empty((0, b), np.uint32))
         at = self._here(dest.astype(np.int64))  # local index of each destination, -1: on no endpoint here
         ok = at >= 0
-        bad = ~ok & (self._p2p_links[np.minimum(dest, len(self._p2p_links) - 1)] < 0)  # nowhere on the machine
+        bad = ~ok & (self._toward(dest) < 0)  # nowhere on the machine
         n_bad = int(bad.sum())
         if n_bad:
             self.dropped += n_bad
@@ -243,8 +247,7 @@ class Router:
                 continue
             go = travelling.get(bt.src, -1)
             mc, mcp = self._mc_links(bt.mc_keys, go), self._mc_links(bt.mcp_keys, go)
-            p2p = (self._p2p_links[np.minimum(bt.p2p_dest, len(self._p2p_links) - 1)][:, None] == _LINKS
-                   if len(bt.p2p_dest) else _NO_LINKS)
+            p2p = self._toward(bt.p2p_dest)[:, None] == _LINKS if len(bt.p2p_dest) else _NO_LINKS
             counts = mc.sum(axis=0) + mcp.sum(axis=0) + p2p.sum(axis=0)
             for link in np.flatnonzero(counts).tolist():
                 n = int(counts[link])
