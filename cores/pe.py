@@ -28,6 +28,7 @@ WORK = ("macs", "accesses", "packets_in", "packets_out", "optimizer_elements")  
 OPTIMIZER_WEIGHT = 20  # an Adam step of one weight takes about 20 MACs' time (s2emu/chipmodel.py: 57 cycles vs 3)
 
 _EMPTY_U32 = np.zeros(0, dtype=np.uint32)
+_EMPTY_U32.flags.writeable = False  # shared by every batch without packets of a kind
 
 
 def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=None,
@@ -36,16 +37,30 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
     u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
     m = u32(mcp_keys)
     p = u32(p2p_dest)
+    empty_f32, empty_u32 = _empty_payloads(streams)
     # the conversions above give every array its dtype and shape, which is all the checked constructor
     # would verify (~10 us a batch, every PE every tick); values are checked where batches are encoded
     return PacketBatch.unchecked(
         int(src), int(tick), int(streams), u32(mc_keys), m,
-        (np.zeros((0, streams), np.float32) if mcp_payload is None
+        (empty_f32 if mcp_payload is None
          else np.ascontiguousarray(mcp_payload, dtype=np.float32).reshape(len(m), streams)),
         p, u32(p2p_tag),
-        (np.zeros((0, streams), np.uint32) if p2p_payload is None
+        (empty_u32 if p2p_payload is None
          else np.ascontiguousarray(p2p_payload, dtype=np.uint32).reshape(len(p), streams)),
     )
+
+
+def _empty_payloads(streams: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only empty payloads [0, streams] (float32, uint32), shared by every batch that has none."""
+    got = _EMPTY_PAYLOADS.get(streams)
+    if got is None:
+        got = _EMPTY_PAYLOADS[streams] = (np.zeros((0, streams), np.float32), np.zeros((0, streams), np.uint32))
+        for a in got:
+            a.flags.writeable = False
+    return got
+
+
+_EMPTY_PAYLOADS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
@@ -54,7 +69,7 @@ def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
     The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
     number of synaptic events (rows added), the chip's unit of synaptic work.
     """
-    active = np.flatnonzero(x.any(axis=0))
+    active = np.flatnonzero(x[0] if x.shape[0] == 1 else x.any(axis=0))
     if len(active) == 0:
         return 0
     width = x.shape[0] * rows.shape[1]
@@ -126,16 +141,76 @@ class ProcessingElement:
         self.counters.update({f"peak_tick_{k}": 0 for k in WORK})
         self._work_before = (0,) * len(WORK)
         self.updates = 0  # optimizer steps taken (Adam's t)
+        self._columns = None  # _scatter's layout, made on first use (_dense_layout)
 
     # -- inbound -------------------------------------------------------------------------------------------
     def _decode(self, inbound: PacketBatch | None):
         """Dense presynaptic values per projection ([B, n_pre] or None) and the learning signal ([B, n] or None)."""
         x = [None] * len(self.projections)
-        err = None
-        got = self._lookup(inbound)
+        if inbound is None or len(inbound) == 0:
+            return x, None, inbound
+        got = self._scatter(inbound)
         if got is None:
-            return x, err, inbound
-        kind, proj, row, vals, unique = got
+            return self._decode_slow(inbound)
+        self.counters["packets_in"] += len(inbound)
+        dense, present = got
+        for q, (a, b) in enumerate(self._columns[:-1]):
+            if present[q]:
+                x[q] = dense[:, a:b]
+        a, b = self._columns[-1]
+        return x, (dense[:, a:b] if present[-1] else None), inbound
+
+    def _scatter(self, inbound: PacketBatch):
+        """The hot path of _decode: every packet's value written straight into one dense [B, columns] array
+        (each projection's sources, then the learning signal, side by side) in a few numpy calls, and which
+        blocks got any. None when the batch needs the careful path: a repeated key (values add up, in key
+        order), an unknown key or a wrong stream count (both raise there, with the key named)."""
+        if not len(self.km_keys) or inbound.streams != self.B:
+            return None
+        if self._columns is None:
+            self._dense_layout()
+        mc, mcp = inbound.mc_keys, inbound.mcp_keys
+        if not len(mcp):
+            keys, vals = mc, None  # spikes: value 1 in every stream
+        elif not len(mc):
+            keys, vals = mcp, inbound.mcp_payload
+        else:
+            keys = np.concatenate([mc, mcp])
+            vals = np.concatenate([np.ones((len(mc), self.B), np.float32), inbound.mcp_payload])
+        pos = np.searchsorted(self.km_keys, keys)
+        if (self._km_keys_padded[pos] != keys).any():
+            return None
+        n = len(keys)
+        if n > len(self._order):
+            self._order = np.arange(2 * n)
+        order = self._order[:n]
+        self._mark[pos] = order  # a repeated key keeps only one of its indices
+        if (self._mark[pos] != order).any():
+            return None
+        dense = np.zeros((self.B, self._columns[-1][1]), np.float32)
+        dense[:, self._km_column[pos]] = 1 if vals is None else vals.T
+        return dense, np.bincount(self._km_block[pos], minlength=len(self._columns)) > 0
+
+    def _dense_layout(self):
+        """Where each key-map entry lands in _scatter's dense array: its column and block (projection q, or
+        the learning signal after the last projection)."""
+        error_rows = self.km_row[self.km_kind == KIND_ERROR]
+        n_error = max(getattr(self, "n", 0), int(error_rows.max()) + 1 if len(error_rows) else 0)
+        edges = np.cumsum([0] + [pr["n_pre"] for pr in self.projections] + [n_error])
+        self._columns = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+        synapse = self.km_kind == KIND_SYNAPSE
+        self._km_block = np.where(synapse, self.km_proj, len(self.projections)).astype(np.intp)
+        self._km_column = (edges[self._km_block] + self.km_row).astype(np.intp)
+        # searchsorted gives len(keys) past the last key: that slot holds the last key, which such keys exceed
+        self._km_keys_padded = np.append(self.km_keys, self.km_keys[-1])
+        self._mark = np.empty(len(self.km_keys), np.intp)
+        self._order = np.arange(64)
+
+    def _decode_slow(self, inbound: PacketBatch):
+        """_decode in key order through _lookup: repeated keys add up in that order; errors are raised."""
+        x = [None] * len(self.projections)
+        err = None
+        kind, proj, row, vals, unique = self._lookup(inbound)
         # a key arrives at most once a tick in a healthy run: plain assignment; a repeated key adds up
         put = (lambda dst, r, v: dst.__setitem__(r, v)) if unique else np.add.at
         for q, pr in enumerate(self.projections):
@@ -330,8 +405,12 @@ class NeuronPE(ProcessingElement):
             self._trace(x, surrogate(self.lc["surrogate"], u, c.v_th))
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
-        fired = np.flatnonzero(self.z.any(axis=0))
-        self.counters["spikes"] += int(self.z.sum())
+        if self.B == 1:
+            fired = np.flatnonzero(self.z[0])
+            self.counters["spikes"] += len(fired)
+        else:
+            fired = np.flatnonzero(self.z.any(axis=0))
+            self.counters["spikes"] += int(self.z.sum())
         if self.record_spikes and len(fired):
             b, j = np.nonzero(self.z)
             self.spike_log.append(np.stack([np.full(len(b), tick), b, j + self.lo]).astype(np.int64))
