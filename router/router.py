@@ -19,6 +19,17 @@ _LINKS = np.arange(N_LINKS)
 _NO_LINKS = np.zeros((0, N_LINKS), bool)  # no packets, no links
 
 
+def _cat(batches, field: str, empty: np.ndarray) -> np.ndarray:
+    """One field of every batch, concatenated in batch order."""
+    arrays = [getattr(x, field) for x in batches]
+    return np.concatenate(arrays) if arrays else empty
+
+
+def _srcs(batches, field: str) -> np.ndarray:
+    """The src of each packet of one field, in the order _cat gives."""
+    return np.repeat([x.src for x in batches], [len(getattr(x, field)) for x in batches])
+
+
 class Router:
     """Routes MC packets by table lookup and P2P packets by destination, all vectorised.
 
@@ -72,6 +83,7 @@ class Router:
         self._ptr = np.concatenate([[0], np.cumsum(self._fan)[:-1]]).astype(np.int64)
         self._eps = np.array([x for ends in ends_per_entry for x in ends], dtype=np.int64)
         self._u32 = np.empty(0, np.uint32)
+        self._no_bounds = np.zeros(self.n_endpoints + 1, np.int64)  # every endpoint gets none of a kind
         self._plans: dict[bytes, tuple] = {}  # key sequence -> its multicast plan (_multicast)
         self.reset_counters()
 
@@ -191,39 +203,21 @@ class Router:
                                              e.mcp_payload, e.p2p_dest, e.p2p_tag, e.p2p_payload)
                     for i in range(self.n_endpoints)}
 
-        def cat(field, empty):
-            arrays = [getattr(x, field) for x in batches]
-            return np.concatenate(arrays) if arrays else empty
-
-        def srcs(field):
-            return np.repeat([x.src for x in batches], [len(getattr(x, field)) for x in batches])
-
         empty_pl = np.empty((0, b), np.float32)
-        mc, mcp = cat("mc_keys", self._u32), cat("mcp_keys", self._u32)
-        mcp_pl = cat("mcp_payload", empty_pl)
-        mc_src = srcs("mc_keys")
+        mc, mcp = _cat(batches, "mc_keys", self._u32), _cat(batches, "mcp_keys", self._u32)
+        mcp_pl = _cat(batches, "mcp_payload", empty_pl)
+        mc_src = _srcs(batches, "mc_keys")
         here = self._here(mc_src)
         self.mc_sent += np.bincount(here[here >= 0], minlength=self.n_endpoints)
         mc_pk, mc_bd = self._multicast(mc, mc_src)
-        mcp_pk, mcp_bd = self._multicast(mcp, srcs("mcp_keys"))
+        mcp_pk, mcp_bd = self._multicast(mcp, _srcs(batches, "mcp_keys"))
         mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
 
-        # P2P: stable sort by destination keeps the packet order within each endpoint.
-        dest, tag = cat("p2p_dest", self._u32), cat("p2p_tag", self._u32)
-        p2p_pl = cat("p2p_payload", np.empty((0, b), np.uint32))
-        at = self._here(dest.astype(np.int64))  # local index of each destination, -1: on no endpoint here
-        ok = at >= 0
-        bad = ~ok & (self._toward(dest) < 0)  # nowhere on the machine
-        n_bad = int(bad.sum())
-        if n_bad:
-            self.dropped += n_bad
-            self.dropped_p2p += n_bad
-            self._remember("p2p", dest[bad], srcs("p2p_dest")[bad])
-        good = np.flatnonzero(ok)
-        p2p_pk = good[np.argsort(at[good], kind="stable")]
-        self.p2p_routed += len(p2p_pk)
-        p2p_bd = self._bounds(np.bincount(at[p2p_pk], minlength=self.n_endpoints))
-        pd_out, pt_out, pp_out = dest[p2p_pk], tag[p2p_pk], p2p_pl[p2p_pk]
+        if any(len(x.p2p_dest) for x in batches):
+            pd_out, pt_out, pp_out, p2p_bd = self._point_to_point(batches)
+        else:  # most ticks: nothing for the P2P part to do
+            pd_out = pt_out = self._u32
+            pp_out, p2p_bd = np.empty((0, b), np.uint32), self._no_bounds
 
         out = {}
         for e in range(self.n_endpoints):
@@ -234,6 +228,25 @@ class Router:
                 self.src, tick, b, mc_out[m0:m1], mcp_out[p0:p1], mcp_pl_out[p0:p1],
                 pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
         return out
+
+    def _point_to_point(self, batches):
+        """route's P2P part: destinations, tags, payloads grouped by local endpoint (a stable sort by
+        destination keeps the packet order within each), and the per-endpoint bounds into them."""
+        dest, tag = _cat(batches, "p2p_dest", self._u32), _cat(batches, "p2p_tag", self._u32)
+        p2p_pl = _cat(batches, "p2p_payload", np.empty((0, self.streams), np.uint32))
+        at = self._here(dest.astype(np.int64))  # local index of each destination, -1: on no endpoint here
+        ok = at >= 0
+        bad = ~ok & (self._toward(dest) < 0)  # nowhere on the machine
+        n_bad = int(bad.sum())
+        if n_bad:
+            self.dropped += n_bad
+            self.dropped_p2p += n_bad
+            self._remember("p2p", dest[bad], _srcs(batches, "p2p_dest")[bad])
+        good = np.flatnonzero(ok)
+        p2p_pk = good[np.argsort(at[good], kind="stable")]
+        self.p2p_routed += len(p2p_pk)
+        p2p_bd = self._bounds(np.bincount(at[p2p_pk], minlength=self.n_endpoints))
+        return dest[p2p_pk], tag[p2p_pk], p2p_pl[p2p_pk], p2p_bd
 
     def forward(self, batches, travelling: dict[int, int], last: bool = False) -> dict[int, list[PacketBatch]]:
         """What leaves this chip on its links in one hop of a tick: per link, one sub-batch per src (its
