@@ -7,7 +7,7 @@ the ray engine with the router), batch 1, exact per-tick exchange, clips of the 
 fast as the engine goes (`s2emu stream --no-pace`). real_time_factor = ticks per second / 100 (a tick is a
 10 ms frame). Also the router actor's busy time per tick (decoding, routing, encoding: the serial part of
 the exchange). A third row, `ray ppp4`, runs the ray engine with the PEs four to a process
-(--pes-per-process 4: 13 PEs in 4 processes, each PE still on its own channel). Writes stream_rtf.json and
+(--pes-per-process 4: 13 PEs in 4 processes, each stepping its PEs in turn over one channel). Writes stream_rtf.json and
 stream_rtf.md; medians over repeats, engines interleaved.
 """
 

@@ -11,10 +11,11 @@ Two transports carry the per-tick exchange between the router and the endpoints:
 * ``channels`` (default): Ray places, starts and supervises the actors, but the ticks travel over direct
   ``multiprocessing.connection`` channels. The router actor listens on a TCP port (loopback when the whole
   cluster is this machine, else its node's IP) with a random authkey, so nothing else can inject packets;
-  each endpoint runs ``serve``, one long actor call that connects, then per tick receives
-  (tick, inbound bytes), steps and sends back its outbound bytes, until the router says stop. An endpoint
-  whose object raises sends the exception over the channel, and the router raises it; an endpoint whose
-  process dies closes its socket, and the router raises S2EmuError at once.
+  each endpoint process (one PE, K PEs with --pes-per-process K, or the host) runs ``serve``, one long actor
+  call that connects one channel, then per tick receives (tick, its endpoints' inbound bytes), steps them in
+  turn and sends back their outbound bytes, until the router says stop. An endpoint whose object raises
+  sends the exception over the channel, and the router raises it; a process that dies closes its socket,
+  and the router raises S2EmuError at once.
 * ``calls``: one Ray actor call per endpoint per tick (~1 ms each): simpler, slower; the measured baseline.
 
 A machine of many chips runs one router actor per chip (every chip a packet may reach), each the clock of
@@ -47,11 +48,13 @@ CONNECT_TIMEOUT = 60.0  # seconds for the endpoints, already up, to connect thei
 START_TIMEOUT = 180.0  # seconds for every actor to start (and restore a checkpoint)
 STALL_TIMEOUT = 300.0  # seconds without a chunk of CHUNK ticks (or a snapshot, or the results) done: a hang
 
-# Channel messages. Router -> endpoint: 8-byte signed tick, then the inbound batch's msgpack bytes (none at
-# the first tick); tick STOP ends the endpoint's serve loop. Endpoint -> router: one status byte, then the
-# outbound batch's bytes (OK) or a pickled (exception, formatted traceback) pair (ERROR). The endpoint's
-# first message after connecting is its index (8 bytes). Tick SNAPSHOT asks for the endpoint's state instead
-# of a step: it answers OK and the msgpack of its state (s2emu/checkpoint.py).
+# Channel messages: one channel per actor process, carrying the ticks of all its endpoints (one, or several
+# PEs with --pes-per-process). Router -> process: 8-byte signed tick, then its endpoints' inbound batches
+# (_frame: lengths, then msgpack bytes; empty for no packets); tick STOP ends the serve loop. Process ->
+# router: one status byte, then the endpoints' outbound batches framed the same way (OK), or a pickled
+# (endpoint's place in the channel, exception, formatted traceback) (ERROR). The process's first message
+# after connecting is its channel's index (8 bytes). Tick SNAPSHOT asks for the endpoints' states instead of
+# a step: OK and the framed msgpack of each (s2emu/checkpoint.py).
 _TICK = "<q"  # a format, not a struct.Struct: Ray pickles the actor classes, and a Struct does not pickle
 _TICK_SIZE = struct.calcsize(_TICK)
 STOP, SNAPSHOT = -1, -2
@@ -66,14 +69,33 @@ class RemoteTraceback(Exception):
         return self.args[0]
 
 
-def _error_message(exc: BaseException) -> bytes:
+def _error_message(exc: BaseException, part: int = 0) -> bytes:
+    """ERROR, then the pickled (part, exception, formatted traceback): part is which of the channel's
+    endpoints raised."""
     tb = "".join(traceback.format_exception(exc))
     try:
-        body = pickle.dumps((exc, tb))
+        body = pickle.dumps((part, exc, tb))
         pickle.loads(body)  # some exceptions pickle but do not unpickle (custom __init__ arguments)
     except Exception:  # noqa: BLE001 - any failure: send the type and message instead
-        body = pickle.dumps((RuntimeError(f"{type(exc).__name__}: {exc}"), tb))
+        body = pickle.dumps((part, RuntimeError(f"{type(exc).__name__}: {exc}"), tb))
     return ERROR + body
+
+
+def _frame(parts) -> bytes:
+    """Several byte strings as one: their lengths (uint32 each), then their bytes; b"" stands for none."""
+    return struct.pack(f"<{len(parts)}I", *map(len, parts)) + b"".join(parts)
+
+
+def _unframe(msg, start: int, n: int) -> list:
+    """The n byte strings _frame put in msg from offset start on (memoryviews, no copies)."""
+    lengths = struct.unpack_from(f"<{n}I", msg, start)
+    view, at, parts = memoryview(msg), start + 4 * n, []
+    for length in lengths:
+        parts.append(view[at:at + length])
+        at += length
+    if at != len(view):
+        raise S2EmuError(f"a channel message of {len(view)} bytes frames {at}")
+    return parts
 
 
 def _actor_classes():
@@ -87,9 +109,9 @@ def _actor_classes():
     @ray.remote(num_cpus=0, max_restarts=0)
     class EndpointActor:
         """One process holding one or more endpoints (a PE, several PEs with --pes-per-process, or the host):
-        objects with step(tick, inbound) -> outbound behind msgpack bytes, each addressed by its slot. Each
-        endpoint serves its own channel in its own thread of the actor (max_concurrency), so the router
-        sees one channel per endpoint however the endpoints are grouped into processes."""
+        objects with step(tick, inbound) -> outbound behind msgpack bytes, each addressed by its slot. On the
+        channels transport one serve call steps all of them in turn, each tick, over one channel: a process
+        wakes once a tick however many PEs it holds."""
 
         def __init__(self, specs):
             self.objs = [make_pe(config) if kind == "pe" else make_host(config) for kind, config in specs]
@@ -109,18 +131,20 @@ def _actor_classes():
         def restore(self, slot, state):
             self.objs[slot].restore(unpack(state))
 
-        def serve(self, address, authkey, endpoint_index, slot):
-            """Step endpoint `slot` over a direct channel to the router until it sends STOP or goes away.
+        def serve(self, address, authkey, channel, slots):
+            """Step the endpoints in `slots`, in that order, over one direct channel to the router until it
+            sends STOP or goes away.
 
-            Raises only if the channel cannot be opened; once connected, every failure of the object is
+            Raises only if the channel cannot be opened; once connected, every failure of an object is
             sent to the router (which raises it for the driver) and the call returns its status."""
             from multiprocessing.connection import Client
 
-            obj = self.objs[slot]
+            objs = [self.objs[slot] for slot in slots]
+            n = len(objs)
             conn = Client(tuple(address), family="AF_INET", authkey=authkey)
             gc.freeze()  # the collector need not scan what exists now, ~10% less time per tick
             try:
-                conn.send_bytes(struct.pack(_TICK, endpoint_index))
+                conn.send_bytes(struct.pack(_TICK, channel))
                 while True:
                     try:
                         msg = conn.recv_bytes()
@@ -129,16 +153,19 @@ def _actor_classes():
                     (tick,) = struct.unpack_from(_TICK, msg)
                     if tick == STOP:
                         return "stopped"
+                    part, status = 0, None
                     try:
                         if tick == SNAPSHOT:
-                            out, status = OK + pack(obj.snapshot()), None
+                            parts = [pack(obj.snapshot()) for obj in objs]
                         else:
-                            inbound = decode(memoryview(msg)[_TICK_SIZE:]) if len(msg) > _TICK_SIZE else None
-                            batch = obj.step(tick, inbound)
-                            # an empty batch travels as OK alone: most PEs send nothing most ticks
-                            out, status = (OK + encode(batch) if len(batch) else OK), None
+                            parts = []
+                            for part, (obj, inbound) in enumerate(zip(objs, _unframe(msg, _TICK_SIZE, n))):
+                                batch = obj.step(tick, decode(inbound) if len(inbound) else None)
+                                # an empty batch travels as no bytes: most PEs send nothing most ticks
+                                parts.append(encode(batch) if len(batch) else b"")
+                        out = OK + _frame(parts)
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
-                        out, status = _error_message(e), "failed"
+                        out, status = _error_message(e, part), "failed"
                     try:
                         conn.send_bytes(out)
                     except OSError:
@@ -162,13 +189,16 @@ def _actor_classes():
 
     @ray.remote(num_cpus=0, max_restarts=0)
     class RouterActor:
-        """One chip's router (s2emu.router.Router), clock of its endpoints; `neighbours` maps each link that
-        leads to another chip in use to that chip, `hops` is the mapping's hop rounds per tick."""
+        """One chip's router (s2emu.router.Router), clock of its endpoints; `processes` lists the endpoints
+        (local indices) of each actor process, which talk over one channel (default: a process per endpoint);
+        `neighbours` maps each link that leads to another chip in use to that chip, `hops` is the mapping's
+        hop rounds per tick."""
 
-        def __init__(self, router, endpoints, names, neighbours=None, hops=0):
+        def __init__(self, router, endpoints, names, neighbours=None, hops=0, processes=None):
             self.endpoints = endpoints  # (actor handle, slot); endpoint e (local index) is endpoints[e]
             self.names = names  # endpoint e is names[e] in error messages
             self.n = len(endpoints)
+            self.processes = processes or [[e] for e in range(self.n)]  # channel c serves processes[c]
             self.router = router
             router.reset_counters()  # fresh arrays: those Ray hands over from its object store are read-only
             self.neighbours, self.hops = dict(neighbours or {}), hops
@@ -181,7 +211,7 @@ def _actor_classes():
             self.inbound = [None] * self.n
             self.busy = 0.0
             self.listener = None
-            self.conns = None  # channels: conns[e] talks to endpoint e
+            self.conns = None  # channels: conns[c] talks to the process of endpoints processes[c]
             self.selector = None  # readiness of the channels (accept_channels)
             self.failure = None  # the first channel failure, raised again by any later call
             self.sent = None  # the tick whose messages the endpoints already have, if not yet collected
@@ -200,12 +230,12 @@ def _actor_classes():
 
             authkey = os.urandom(32)
             self.listener = Listener((host or ray.util.get_node_ip_address(), 0), family="AF_INET",
-                                     backlog=self.n + 7, authkey=authkey)  # endpoints and up to 6 links
+                                     backlog=len(self.processes) + 7, authkey=authkey)  # and up to 6 links
             return self.listener.address, authkey
 
         def accept_channels(self, peers=None):
             """Connect a channel to each neighbouring router in `peers` ({link: (address, authkey)}, the
-            lower-numbered chips), then accept one authenticated channel per endpoint and per other
+            lower-numbered chips), then accept one authenticated channel per endpoint process and per other
             neighbour (the driver watches for endpoints that die before connecting, and kills this actor
             then)."""
             from multiprocessing import AuthenticationError
@@ -215,7 +245,7 @@ def _actor_classes():
                 c = Client(tuple(address), family="AF_INET", authkey=authkey)
                 c.send_bytes(struct.pack(_TICK, LINK_HELLO - opposite(link)))
                 self.links[link] = c
-            conns = [None] * self.n
+            conns = [None] * len(self.processes)
             gc.freeze()  # as in serve
             while any(c is None for c in conns) or len(self.links) < len(self.neighbours):
                 try:
@@ -226,9 +256,9 @@ def _actor_classes():
                 if e <= LINK_HELLO and LINK_HELLO - e in self.neighbours and LINK_HELLO - e not in self.links:
                     self.links[LINK_HELLO - e] = c
                     continue
-                if not 0 <= e < self.n or conns[e] is not None:
+                if not 0 <= e < len(conns) or conns[e] is not None:
                     c.close()
-                    raise S2EmuError(f"channel claims endpoint {e}, which is unknown or already connected")
+                    raise S2EmuError(f"channel claims to be channel {e}, which is unknown or already connected")
                 conns[e] = c
             self.listener.close()
             self.listener = None
@@ -237,7 +267,7 @@ def _actor_classes():
             self.selector = selectors.DefaultSelector()
             for e, c in enumerate(conns):
                 self.selector.register(c, selectors.EVENT_READ, e)
-            return self.n
+            return len(conns)
 
         def close_channels(self):
             """Tell every endpoint to stop serving, and close the channels."""
@@ -265,53 +295,64 @@ def _actor_classes():
             self._close()  # endpoints still serving see the channel close and return
             raise exc
 
-        def _died(self, e, tick, exc):
-            return ActorDiedError(f"an actor of the emulation died: {self.names[e]} (endpoint {e}) closed its "
-                                  f"channel during tick {tick} ({type(exc).__name__})")
+        def _died(self, c, tick, exc):
+            who = " and ".join(f"{self.names[e]} (endpoint {e})" for e in self.processes[c])
+            return ActorDiedError(f"an actor of the emulation died: {who} closed its channel during tick {tick} "
+                                  f"({type(exc).__name__})")
 
-        def _send(self, e, tick):
-            """Endpoint e's message for `tick`: the tick, then its inbound batch (none at tick 0)."""
-            ib = self.inbound[e]
+        def _send(self, c, tick):
+            """Channel c's message for `tick`: the tick, then its endpoints' inbound batches (none at tick 0)."""
             try:
-                self.conns[e].send_bytes(struct.pack(_TICK, tick) + ib if ib is not None
-                                         else struct.pack(_TICK, tick))
+                self.conns[c].send_bytes(struct.pack(_TICK, tick)
+                                         + _frame([self.inbound[e] or b"" for e in self.processes[c]]))
             except OSError as exc:
-                self._fail(self._died(e, tick, exc))
+                self._fail(self._died(c, tick, exc))
+
+        def _receive(self, c, tick):
+            """Channel c's answer: (None, its endpoints' messages) when OK, else (the endpoint that raised,
+            its exception)."""
+            try:
+                msg = self.conns[c].recv_bytes()
+            except (EOFError, OSError) as exc:
+                self._fail(self._died(c, tick, exc))
+            if msg[:1] != OK:
+                part, err, tb = pickle.loads(msg[1:])
+                e = self.processes[c][part]
+                err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at "
+                                                f"{'a snapshot' if tick == SNAPSHOT else f'tick {tick}'}:\n{tb}")
+                return e, err
+            return None, _unframe(msg, 1, len(self.processes[c]))
 
         def _collect(self, tick):
             """Every endpoint's outbound batch for `tick`, decoded in arrival order (while the others are
             still stepping)."""
             outs = [None] * self.n
-            got = [False] * self.n
+            got = [False] * len(self.conns)
             errors = {}  # endpoint -> its exception; the first endpoint's is raised, as the local engine would
-            left = self.n  # an endpoint sends one message per tick, then waits for the next tick's
+            left = len(self.conns)  # a process sends one message per tick, then waits for the next tick's
             while left:
                 for key, _ in self.selector.select():  # blocks in epoll: no busy waiting
-                    e, c = key.data, key.fileobj
-                    if e in errors:  # it closed its channel after reporting its error: that error is raised
-                        self.selector.unregister(c)
+                    c, conn = key.data, key.fileobj
+                    if got[c] is None:  # it closed its channel after reporting its error: that error is raised
+                        self.selector.unregister(conn)
                         continue
-                    if got[e]:  # readable again this tick: it went away after its message
+                    if got[c]:  # readable again this tick: it went away after its message
                         try:
-                            c.recv_bytes()
+                            conn.recv_bytes()
                         except (EOFError, OSError) as exc:
-                            self._fail(self._died(e, tick, exc))
-                        self._fail(S2EmuError(f"{self.names[e]} sent two messages in tick {tick}"))
+                            self._fail(self._died(c, tick, exc))
+                        self._fail(S2EmuError(f"{self.names[self.processes[c][0]]} sent two messages in tick {tick}"))
                     left -= 1
-                    try:
-                        msg = c.recv_bytes()
-                    except (EOFError, OSError) as exc:
-                        self._fail(self._died(e, tick, exc))
-                    if msg[:1] != OK:
-                        err, tb = pickle.loads(msg[1:])
-                        err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at tick {tick}:\n{tb}")
-                        errors[e] = err
+                    failed, parts = self._receive(c, tick)
+                    if failed is not None:
+                        errors[failed], got[c] = parts, None
                         continue
-                    got[e] = True
-                    if len(msg) > 1:  # OK alone: an empty batch, nothing to route
-                        t = time.perf_counter()
-                        outs[e] = decode(memoryview(msg)[1:])
-                        self.busy += time.perf_counter() - t
+                    got[c] = True
+                    t = time.perf_counter()
+                    for e, part in zip(self.processes[c], parts):
+                        if len(part):  # no bytes: an empty batch, nothing to route
+                            outs[e] = decode(part)
+                    self.busy += time.perf_counter() - t
             if errors:
                 self._fail(errors[min(errors)])
             return [b for b in outs if b is not None]
@@ -347,8 +388,8 @@ def _actor_classes():
             endpoints step while the router encodes for the others. Within a chunk only: the message for
             start + count waits for the next advance (the run may end here)."""
             if self.sent != start:
-                for e in range(self.n):
-                    self._send(e, start)
+                for c in range(len(self.conns)):
+                    self._send(c, start)
                 self.sent = start
             end = start + count
             for tick in range(start, end):
@@ -356,10 +397,11 @@ def _actor_classes():
                 t = time.perf_counter()
                 routed = self._route(outs, tick)
                 nxt = tick + 1
-                for e in range(self.n):
-                    self.inbound[e] = encode(routed[e]) if len(routed[e]) else None  # None: just the tick
+                for c, endpoints in enumerate(self.processes):
+                    for e in endpoints:
+                        self.inbound[e] = encode(routed[e]) if len(routed[e]) else None  # None: just the tick
                     if nxt < end:
-                        self._send(e, nxt)
+                        self._send(c, nxt)
                 self.sent = nxt if nxt < end else None
                 self.busy += time.perf_counter() - t
 
@@ -407,30 +449,26 @@ def _actor_classes():
             if self.conns is None:
                 states = ray.get([a.snapshot.remote(slot) for a, slot in self.endpoints])
             else:
-                for e in range(self.n):
-                    self._send_control(e, SNAPSHOT)
+                for c in range(len(self.conns)):
+                    self._send_control(c, SNAPSHOT)
                 states = [None] * self.n
-                for e, c in enumerate(self.conns):
-                    try:
-                        msg = c.recv_bytes()
-                    except (EOFError, OSError) as exc:
-                        self._fail(self._died(e, "snapshot", exc))
-                    if msg[:1] != OK:
-                        err, tb = pickle.loads(msg[1:])
-                        err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at a snapshot:\n{tb}")
-                        self._fail(err)
-                    states[e] = bytes(memoryview(msg)[1:])
+                for c, endpoints in enumerate(self.processes):
+                    failed, parts = self._receive(c, SNAPSHOT)
+                    if failed is not None:
+                        self._fail(parts)
+                    for e, part in zip(endpoints, parts):
+                        states[e] = bytes(part)
             return states, self.router.snapshot(), list(self.inbound)
 
         def restore(self, router_state, inbound):
             self.router.restore(router_state)
             self.inbound = list(inbound)
 
-        def _send_control(self, e, code):
+        def _send_control(self, c, code):
             try:
-                self.conns[e].send_bytes(struct.pack(_TICK, code))
+                self.conns[c].send_bytes(struct.pack(_TICK, code))
             except OSError as exc:
-                self._fail(self._died(e, "snapshot", exc))
+                self._fail(self._died(c, "snapshot", exc))
 
     return EndpointActor, RouterActor
 
@@ -554,8 +592,9 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
     each restart. Errors raised by the PEs themselves are not retried: they would happen again.
 
     pes_per_process: PEs sharing one actor process (consecutive PEs of a chip; 4 is SpiNNaker 2's quad-PE), each
-    still stepped by its own object and served over its own channel; 1 (the default) gives every PE its own
-    process. Fewer processes take less memory and start faster; the bits do not change."""
+    still its own object, stepped in turn over the process's one channel; 1 (the default) gives every PE its
+    own process. Fewer processes take less memory, start faster and wake less often per tick; the bits do
+    not change."""
     import ray
 
     if transport not in TRANSPORTS:
@@ -719,13 +758,20 @@ class _Chips:
     """The driver's view of the chips' router actors: which endpoints each serves, and the glue that turns
     their per-chip answers into the run's (global endpoint order)."""
 
-    def __init__(self, mapping, endpoints, names, streams, RouterActor, placement):
+    def __init__(self, mapping, endpoints, names, streams, RouterActor, placement, processes):
+        """processes: (actor, its endpoints' global ids in slot order) of every endpoint process."""
         self.mapping = mapping
         self.chips = sorted(mapping.tables)
         self.endpoints = {c: mapping.chip_endpoints(c) for c in self.chips}
-        self.routers = {c: RouterActor.options(**placement.on(c)).remote(
-            mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]], [names[e] for e in self.endpoints[c]],
-            mapping.neighbours(c), mapping.hops) for c in self.chips}
+        chip_of = mapping.endpoint_chips
+        self.processes = {c: [(a, eps) for a, eps in processes if chip_of[eps[0]] == c] for c in self.chips}
+        self.routers = {}
+        for c in self.chips:
+            local = {e: i for i, e in enumerate(self.endpoints[c])}
+            self.routers[c] = RouterActor.options(**placement.on(c)).remote(
+                mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]],
+                [names[e] for e in self.endpoints[c]], mapping.neighbours(c), mapping.hops,
+                [[local[e] for e in eps] for _, eps in self.processes[c]])
 
     @property
     def actors(self) -> list:
@@ -735,10 +781,11 @@ class _Chips:
         opened = _get_all([r.open_channels.remote(host_ip) for r in self.actors], START_TIMEOUT, "opening channels")
         self.addresses = dict(zip(self.chips, opened))
 
-    def serve(self, endpoints) -> dict:
-        """Every endpoint's serve call (-> its global index), connecting it to its own chip's router."""
-        return {endpoints[e][0].serve.remote(*self.addresses[c], i, endpoints[e][1]): e
-                for c in self.chips for i, e in enumerate(self.endpoints[c])}
+    def serve(self) -> dict:
+        """Every endpoint process's serve call (-> its first endpoint's global index), connecting it to its
+        chip's router over channel i of that chip."""
+        return {a.serve.remote(*self.addresses[c], i, list(range(len(eps)))): eps[0]
+                for c in self.chips for i, (a, eps) in enumerate(self.processes[c])}
 
     def accept_channels(self, serving) -> None:
         calls = []
@@ -810,7 +857,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
     try:
         pes = []
         for g in groups:
-            pes.append(EndpointActor.options(max_concurrency=len(g), **placement.on(chip_of[g[0]])).remote(
+            pes.append(EndpointActor.options(**placement.on(chip_of[g[0]])).remote(
                 [("pe", build.pe_configs[p]) for p in g]))
             actors.append(pes[-1])
         host = EndpointActor.options(max_concurrency=2 if observer else 1, **placement.on(chip_of[m.host])).remote(
@@ -823,7 +870,8 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
                 endpoints[p] = (a, slot)
         endpoints[m.host] = (host, 0)
         names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
-        chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement)
+        processes = [*zip(pes, groups), (host, [m.host])]
+        chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement, processes)
         chip_nodes = placement.wait()
         pids = _get_all([a.ready.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "starting the actors")
         tick = 0
@@ -842,7 +890,7 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
                                 "routers": nodes[len(actors):]}})
         if transport == "channels":
             chips.open_channels(_channel_host())
-            serving.update(chips.serve(endpoints))
+            serving.update(chips.serve())
             chips.accept_channels(serving)
         t_start = time.perf_counter() - t0
         if watch is not None:

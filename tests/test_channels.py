@@ -41,7 +41,8 @@ def test_channels_calls_and_local_give_the_same_digest(ray_local, pes, batch, va
 
 
 def test_pes_sharing_processes_give_the_same_bits(ray_local):
-    """--pes-per-process 4: 11 PEs in 3 processes (4+4+3, each PE still on its own channel and thread)."""
+    """--pes-per-process 4: 11 PEs in 3 processes (4+4+3, each process stepping its PEs in
+    turn over one channel)."""
     from s2emu.engines.ray_engine import run_ray
 
     b = build(small(pes=12, batch=2))
