@@ -55,6 +55,24 @@ def test_pes_sharing_processes_give_the_same_bits(ray_local):
         run_ray(b, pes_per_process=0)
 
 
+def test_an_error_of_a_pe_sharing_a_process_names_that_pe(ray_local):
+    """PE 6 (the third of its process's four) forgets a key: the run raises its PacketError, as the local
+    engine does, though PE 6 answers over its process's one channel."""
+    def broken():
+        b = build(small(pes=12, batch=2))
+        km = b.pe_configs[6]["keymap"]
+        keep = np.ones(len(km["keys"]), bool)
+        keep[np.flatnonzero(np.asarray(km["proj"]) == 0)[0]] = False
+        b.pe_configs[6]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
+        return b
+
+    with pytest.raises(PacketError) as local:
+        run_engine("local", broken())
+    with pytest.raises(PacketError) as remote:
+        run_engine("ray", broken(), pes_per_process=4)
+    assert str(remote.value) == str(local.value) and "PE 6" in str(local.value)
+
+
 def test_unknown_transport_is_refused():
     with pytest.raises(S2EmuError, match="unknown ray transport 'pigeons'"):
         run_engine("ray", build(small(batch=4)), transport="pigeons")
