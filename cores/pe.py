@@ -199,9 +199,15 @@ class ProcessingElement:
         edges = np.cumsum([0] + [pr["n_pre"] for pr in self.projections] + [n_error])
         self._columns = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
         synapse = self.km_kind == KIND_SYNAPSE
+        width = np.asarray([pr["n_pre"] for pr in self.projections], np.int64)
+        bad = ~np.isin(self.km_kind, (KIND_SYNAPSE, KIND_ERROR)) | (synapse & (
+            (self.km_proj < 0) | (self.km_proj >= len(width))
+            | (self.km_row >= width[np.clip(self.km_proj, 0, max(len(width) - 1, 0))] if len(width) else True)))
+        if bad.any() or (self.km_row < 0).any():
+            raise PacketError(f"{self.label}: its key map names a row or projection it does not have")
         self._km_block = np.where(synapse, self.km_proj, len(self.projections)).astype(np.intp)
         self._km_column = (edges[self._km_block] + self.km_row).astype(np.intp)
-        # searchsorted gives len(keys) past the last key: that slot holds the last key, which such keys exceed
+        # searchsorted gives len(km_keys) past the last key: that slot holds the last key, which such keys exceed
         self._km_keys_padded = np.append(self.km_keys, self.km_keys[-1])
         self._mark = np.empty(len(self.km_keys), np.intp)
         self._order = np.arange(64)

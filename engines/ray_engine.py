@@ -88,7 +88,10 @@ def _frame(parts) -> bytes:
 
 def _unframe(msg, start: int, n: int) -> list:
     """The n byte strings _frame put in msg from offset start on (memoryviews, no copies)."""
-    lengths = struct.unpack_from(f"<{n}I", msg, start)
+    try:
+        lengths = struct.unpack_from(f"<{n}I", msg, start)
+    except struct.error:
+        raise S2EmuError(f"a channel message of {len(msg)} bytes is too short for {n} parts") from None
     view, at, parts = memoryview(msg), start + 4 * n, []
     for length in lengths:
         parts.append(view[at:at + length])
@@ -155,10 +158,11 @@ def _actor_classes():
                         return "stopped"
                     part, status = 0, None
                     try:
+                        parts = []
                         if tick == SNAPSHOT:
-                            parts = [pack(obj.snapshot()) for obj in objs]
+                            for part, obj in enumerate(objs):
+                                parts.append(pack(obj.snapshot()))
                         else:
-                            parts = []
                             for part, (obj, inbound) in enumerate(zip(objs, _unframe(msg, _TICK_SIZE, n))):
                                 batch = obj.step(tick, decode(inbound) if len(inbound) else None)
                                 # an empty batch travels as no bytes: most PEs send nothing most ticks
@@ -314,7 +318,7 @@ def _actor_classes():
             try:
                 msg = self.conns[c].recv_bytes()
             except (EOFError, OSError) as exc:
-                self._fail(self._died(c, tick, exc))
+                self._fail(self._died(c, "snapshot" if tick == SNAPSHOT else tick, exc))
             if msg[:1] != OK:
                 part, err, tb = pickle.loads(msg[1:])
                 e = self.processes[c][part]
@@ -341,7 +345,8 @@ def _actor_classes():
                             conn.recv_bytes()
                         except (EOFError, OSError) as exc:
                             self._fail(self._died(c, tick, exc))
-                        self._fail(S2EmuError(f"{self.names[self.processes[c][0]]} sent two messages in tick {tick}"))
+                        who = " and ".join(self.names[e] for e in self.processes[c])
+                        self._fail(S2EmuError(f"the process of {who} sent two messages in tick {tick}"))
                     left -= 1
                     failed, parts = self._receive(c, tick)
                     if failed is not None:

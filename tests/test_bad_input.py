@@ -148,3 +148,17 @@ def test_batch_larger_than_training_set():
 def test_nan_payload_is_refused():
     with pytest.raises(PacketError, match="not finite"):
         PacketBatch.make(0, 0, 1, mcp_keys=[1], mcp_payload=np.array([np.nan], np.float32))
+
+
+def test_pe_refuses_a_key_map_row_beyond_its_synapses():
+    """A key map entry pointing past its projection's rows is a build defect: named at the first packet,
+    never written into the next projection's columns."""
+    b = build(smoke(epochs=1, batch=1))
+    cfg = b.pe_configs[0]
+    km = {k: np.asarray(v).copy() for k, v in cfg["keymap"].items()}
+    q = int(km["proj"][0])
+    km["row"][0] = cfg["incoming"][q]["n_pre"]  # one past the last row
+    cfg["keymap"] = km
+    pe = make_pe(cfg)
+    with pytest.raises(PacketError, match="key map names a row or projection it does not have"):
+        pe.step(1, PacketBatch.make(5, 1, 1, mc_keys=[int(km["keys"][1])]))
