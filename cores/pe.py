@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from s2emu.errors import PacketError
-from s2emu.router.packets import PacketBatch
+from s2emu.router.packets import PacketBatch, shared_empty
 
 from .neurons import NeuronConstants, surrogate
 from .optimizer import Adam
@@ -27,8 +27,7 @@ KIND_SYNAPSE, KIND_ERROR = 0, 1  # what an inbound MC key means to this PE
 WORK = ("macs", "accesses", "packets_in", "packets_out", "optimizer_elements")  # what the chip model prices
 OPTIMIZER_WEIGHT = 20  # an Adam step of one weight takes about 20 MACs' time (s2emu/chipmodel.py: 57 cycles vs 3)
 
-_EMPTY_U32 = np.zeros(0, dtype=np.uint32)
-_EMPTY_U32.flags.writeable = False  # shared by every batch without packets of a kind
+_EMPTY_U32 = shared_empty(np.uint32, (0,))
 
 
 def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=None,
@@ -37,30 +36,16 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
     u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
     m = u32(mcp_keys)
     p = u32(p2p_dest)
-    empty_f32, empty_u32 = _empty_payloads(streams)
     # the conversions above give every array its dtype and shape, which is all the checked constructor
     # would verify (~10 us a batch, every PE every tick); values are checked where batches are encoded
     return PacketBatch.unchecked(
         int(src), int(tick), int(streams), u32(mc_keys), m,
-        (empty_f32 if mcp_payload is None
+        (shared_empty(np.float32, (0, streams)) if mcp_payload is None
          else np.ascontiguousarray(mcp_payload, dtype=np.float32).reshape(len(m), streams)),
         p, u32(p2p_tag),
-        (empty_u32 if p2p_payload is None
+        (shared_empty(np.uint32, (0, streams)) if p2p_payload is None
          else np.ascontiguousarray(p2p_payload, dtype=np.uint32).reshape(len(p), streams)),
     )
-
-
-def _empty_payloads(streams: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only empty payloads [0, streams] (float32, uint32), shared by every batch that has none."""
-    got = _EMPTY_PAYLOADS.get(streams)
-    if got is None:
-        got = _EMPTY_PAYLOADS[streams] = (np.zeros((0, streams), np.float32), np.zeros((0, streams), np.uint32))
-        for a in got:
-            a.flags.writeable = False
-    return got
-
-
-_EMPTY_PAYLOADS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
@@ -169,14 +154,7 @@ class ProcessingElement:
             return None
         if self._columns is None:
             self._dense_layout()
-        mc, mcp = inbound.mc_keys, inbound.mcp_keys
-        if not len(mcp):
-            keys, vals = mc, None  # spikes: value 1 in every stream
-        elif not len(mc):
-            keys, vals = mcp, inbound.mcp_payload
-        else:
-            keys = np.concatenate([mc, mcp])
-            vals = np.concatenate([np.ones((len(mc), self.B), np.float32), inbound.mcp_payload])
+        keys, vals = self._keys_values(inbound)
         pos = np.searchsorted(self.km_keys, keys)
         if (self._km_keys_padded[pos] != keys).any():
             return None
@@ -194,19 +172,18 @@ class ProcessingElement:
     def _dense_layout(self):
         """Where each key-map entry lands in _scatter's dense array: its column and block (projection q, or
         the learning signal after the last projection)."""
-        error_rows = self.km_row[self.km_kind == KIND_ERROR]
+        n_q = len(self.projections)
+        synapse, error = self.km_kind == KIND_SYNAPSE, self.km_kind == KIND_ERROR
+        error_rows = self.km_row[error]
         n_error = max(getattr(self, "n", 0), int(error_rows.max()) + 1 if len(error_rows) else 0)
         edges = np.cumsum([0] + [pr["n_pre"] for pr in self.projections] + [n_error])
         self._columns = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-        synapse = self.km_kind == KIND_SYNAPSE
-        width = np.asarray([pr["n_pre"] for pr in self.projections], np.int64)
-        bad = ~np.isin(self.km_kind, (KIND_SYNAPSE, KIND_ERROR)) | (synapse & (
-            (self.km_proj < 0) | (self.km_proj >= len(width))
-            | (self.km_row >= width[np.clip(self.km_proj, 0, max(len(width) - 1, 0))] if len(width) else True)))
-        if bad.any() or (self.km_row < 0).any():
+        block = np.where(synapse, self.km_proj, n_q).astype(np.intp)
+        known = error | (synapse & (self.km_proj >= 0) & (self.km_proj < n_q))
+        if not known.all() or not ((self.km_row >= 0) & (self.km_row < np.diff(edges)[block])).all():
             raise PacketError(f"{self.label}: its key map names a row or projection it does not have")
-        self._km_block = np.where(synapse, self.km_proj, len(self.projections)).astype(np.intp)
-        self._km_column = (edges[self._km_block] + self.km_row).astype(np.intp)
+        self._km_block = block
+        self._km_column = (edges[block] + self.km_row).astype(np.intp)
         # searchsorted gives len(km_keys) past the last key: that slot holds the last key, which such keys exceed
         self._km_keys_padded = np.append(self.km_keys, self.km_keys[-1])
         self._mark = np.empty(len(self.km_keys), np.intp)
@@ -231,6 +208,17 @@ class ProcessingElement:
             put(err.T, row[sel], vals[sel])
         return x, err, inbound
 
+    def _keys_values(self, inbound: PacketBatch):
+        """Every multicast key of a batch, spikes then payloads, and their values [n, B]; values None: spikes
+        alone, value 1 in every stream. One kind only (the common case) needs no concatenation."""
+        mc, mcp = inbound.mc_keys, inbound.mcp_keys
+        if not len(mcp):
+            return mc, None
+        if not len(mc):
+            return mcp, inbound.mcp_payload
+        return (np.concatenate([mc, mcp]),
+                np.concatenate([np.ones((len(mc), self.B), np.float32), inbound.mcp_payload]))
+
     def _lookup(self, inbound: PacketBatch | None):
         """What each inbound packet means, by the key map: (kind, which, row, values [n, B], unique), in key
         order (= global neuron order, so sums over packets do not depend on the split; spikes without payload
@@ -240,12 +228,9 @@ class ProcessingElement:
         if inbound.streams != self.B:
             raise PacketError(f"{self.label}: batch with {inbound.streams} streams, expected {self.B}")
         self.counters["packets_in"] += len(inbound)
-        mc, mcp = inbound.mc_keys, inbound.mcp_keys
-        spikes = np.ones((len(mc), self.B), np.float32)
-        if not len(mc) or not len(mcp):  # one kind only (the common case): no concatenation
-            keys, vals = (mcp, inbound.mcp_payload) if len(mcp) else (mc, spikes)
-        else:
-            keys, vals = np.concatenate([mc, mcp]), np.concatenate([spikes, inbound.mcp_payload])
+        keys, vals = self._keys_values(inbound)
+        if vals is None:
+            vals = np.ones((len(keys), self.B), np.float32)
         step = keys[1:].astype(np.int64) - keys[:-1]
         if (step < 0).any():  # the router delivers sources in order, so this is rare
             order = np.argsort(keys, kind="stable")

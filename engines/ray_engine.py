@@ -299,10 +299,16 @@ def _actor_classes():
             self._close()  # endpoints still serving see the channel close and return
             raise exc
 
+        def _who(self, c):
+            return " and ".join(f"{self.names[e]} (endpoint {e})" for e in self.processes[c])
+
+        @staticmethod
+        def _when(tick):
+            return "a snapshot" if tick == SNAPSHOT else f"tick {tick}"
+
         def _died(self, c, tick, exc):
-            who = " and ".join(f"{self.names[e]} (endpoint {e})" for e in self.processes[c])
-            return ActorDiedError(f"an actor of the emulation died: {who} closed its channel during tick {tick} "
-                                  f"({type(exc).__name__})")
+            return ActorDiedError(f"an actor of the emulation died: {self._who(c)} closed its channel during "
+                                  f"{self._when(tick)} ({type(exc).__name__})")
 
         def _send(self, c, tick):
             """Channel c's message for `tick`: the tick, then its endpoints' inbound batches (none at tick 0)."""
@@ -318,12 +324,11 @@ def _actor_classes():
             try:
                 msg = self.conns[c].recv_bytes()
             except (EOFError, OSError) as exc:
-                self._fail(self._died(c, "snapshot" if tick == SNAPSHOT else tick, exc))
+                self._fail(self._died(c, tick, exc))
             if msg[:1] != OK:
                 part, err, tb = pickle.loads(msg[1:])
                 e = self.processes[c][part]
-                err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at "
-                                                f"{'a snapshot' if tick == SNAPSHOT else f'tick {tick}'}:\n{tb}")
+                err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at {self._when(tick)}:\n{tb}")
                 return e, err
             return None, _unframe(msg, 1, len(self.processes[c]))
 
@@ -345,8 +350,7 @@ def _actor_classes():
                             conn.recv_bytes()
                         except (EOFError, OSError) as exc:
                             self._fail(self._died(c, tick, exc))
-                        who = " and ".join(self.names[e] for e in self.processes[c])
-                        self._fail(S2EmuError(f"the process of {who} sent two messages in tick {tick}"))
+                        self._fail(S2EmuError(f"the process of {self._who(c)} sent two messages in tick {tick}"))
                     left -= 1
                     failed, parts = self._receive(c, tick)
                     if failed is not None:
@@ -473,7 +477,7 @@ def _actor_classes():
             try:
                 self.conns[c].send_bytes(struct.pack(_TICK, code))
             except OSError as exc:
-                self._fail(self._died(c, "snapshot", exc))
+                self._fail(self._died(c, SNAPSHOT, exc))
 
     return EndpointActor, RouterActor
 

@@ -225,8 +225,7 @@ def encode(batch: PacketBatch) -> bytes:
     """Serialise a batch (validated first) to one msgpack message."""
     if not isinstance(batch, PacketBatch):
         raise PacketError(f"encode expects a PacketBatch, got {type(batch).__name__}")
-    if len(batch.mcp_keys) or len(batch.p2p_dest) or len(batch.mc_keys) > MAX_PACKETS:
-        batch.validate()  # spikes alone have no values to check
+    batch.validate()
     msg = {"version": WIRE_VERSION, "src": batch.src, "tick": batch.tick,
            "streams": batch.streams}
     for f in _ARRAYS:
@@ -243,7 +242,7 @@ def _view(buf: bytes, dtype: np.dtype, shape: tuple) -> np.ndarray:
     """Read-only native-endian view (a copy only on big-endian hosts) of little-endian bytes; a shared empty
     array when there are none."""
     if not buf:
-        return _empty(dtype, shape)
+        return shared_empty(dtype, shape)
     arr = np.frombuffer(buf, dtype=_LITTLE[dtype]).reshape(shape)
     if not arr.dtype.isnative:
         arr = arr.astype(dtype)
@@ -251,10 +250,13 @@ def _view(buf: bytes, dtype: np.dtype, shape: tuple) -> np.ndarray:
     return arr
 
 
-def _empty(dtype: np.dtype, shape: tuple) -> np.ndarray:
-    got = _EMPTIES.get((dtype, shape))
+def shared_empty(dtype, shape: tuple) -> np.ndarray:
+    """A read-only empty array of `dtype` and `shape` (one of its dims 0), the same object every call: batches
+    without packets of a kind share it instead of allocating their own."""
+    key = (np.dtype(dtype), shape)
+    got = _EMPTIES.get(key)
     if got is None:
-        got = _EMPTIES[(dtype, shape)] = np.zeros(shape, dtype)
+        got = _EMPTIES[key] = np.zeros(shape, dtype)
         got.flags.writeable = False
     return got
 
@@ -305,11 +307,7 @@ def decode(data: bytes) -> PacketBatch:
     if k + m + p > MAX_PACKETS:
         raise PacketError(f"packet message has {k + m + p} packets, limit is {MAX_PACKETS}")
     if len(msg["mcp_payload"]) != 4 * m * b or len(msg["p2p_tag"]) != 4 * p or len(msg["p2p_payload"]) != 4 * p * b:
-        for name, n, why in (("mcp_payload", m * b, f"{m} packets x {b} streams x 4"),
-                             ("p2p_tag", p, f"{p} packets x 4"),
-                             ("p2p_payload", p * b, f"{p} packets x {b} streams x 4")):
-            if len(msg[name]) != 4 * n:
-                raise PacketError(f"field {name!r} has {len(msg[name])} bytes, expected {4 * n} ({why})")
+        _refuse_lengths(msg, m, p, b)
     # every header and length was checked above and the views have the right dtypes and shapes: the
     # constructor's structure checks would repeat them (~8 us a batch, on every hop)
     batch = PacketBatch.unchecked(
@@ -317,7 +315,7 @@ def decode(data: bytes) -> PacketBatch:
         _view(msg["mc_keys"], _U32, (k,)), _view(msg["mcp_keys"], _U32, (m,)),
         _view(msg["mcp_payload"], _F32, (m, b)), _view(msg["p2p_dest"], _U32, (p,)),
         _view(msg["p2p_tag"], _U32, (p,)), _view(msg["p2p_payload"], _U32, (p, b)))
-    return batch.validate() if m or p else batch  # spikes alone: nothing left to check
+    return batch.validate()
 
 
 _FIELD_SET = frozenset(_FIELDS)
@@ -355,3 +353,12 @@ def _refuse_header(msg: dict) -> None:
         if type(msg[name]) is not bytes:
             raise PacketError(f"field {name!r} must be bin (bytes), got {type(msg[name]).__name__}")
     raise AssertionError("decode refused a header that passes every check")
+
+
+def _refuse_lengths(msg: dict, m: int, p: int, b: int) -> None:
+    """Raise the PacketError that names the first payload or tag field whose length does not match."""
+    for name, n, why in (("mcp_payload", m * b, f"{m} packets x {b} streams x 4"),
+                         ("p2p_tag", p, f"{p} packets x 4"),
+                         ("p2p_payload", p * b, f"{p} packets x {b} streams x 4")):
+        if len(msg[name]) != 4 * n:
+            raise PacketError(f"field {name!r} has {len(msg[name])} bytes, expected {4 * n} ({why})")
