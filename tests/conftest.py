@@ -34,3 +34,15 @@ def with_population(recipe, name, **changes):
 
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+def forget_key(b, pe: int, proj: int):
+    """Build `b` with PE `pe` missing the key map entry of its first source in projection `proj`: the PE raises
+    PacketError when that source first sends (a routing table and key map that disagree). Returns b."""
+    import numpy as np
+
+    km = b.pe_configs[pe]["keymap"]
+    keep = np.ones(len(km["keys"]), bool)
+    keep[np.flatnonzero(np.asarray(km["proj"]) == proj)[0]] = False
+    b.pe_configs[pe]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
+    return b

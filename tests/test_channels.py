@@ -6,9 +6,8 @@ import os
 import signal
 import time
 
-import numpy as np
 import pytest
-from conftest import smoke, with_learning
+from conftest import forget_key, smoke, with_learning
 from s2emu.engines import run_engine
 
 from s2emu.build import build
@@ -59,12 +58,7 @@ def test_an_error_of_a_pe_sharing_a_process_names_that_pe(ray_local):
     """PE 6 (the third of its process's four) forgets a key: the run raises its PacketError, as the local
     engine does, though PE 6 answers over its process's one channel."""
     def broken():
-        b = build(small(pes=12, batch=2))
-        km = b.pe_configs[6]["keymap"]
-        keep = np.ones(len(km["keys"]), bool)
-        keep[np.flatnonzero(np.asarray(km["proj"]) == 0)[0]] = False
-        b.pe_configs[6]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
-        return b
+        return forget_key(build(small(pes=12, batch=2)), pe=6, proj=0)
 
     with pytest.raises(PacketError) as local:
         run_engine("local", broken())
@@ -80,12 +74,7 @@ def test_unknown_transport_is_refused():
 
 def broken_build():
     """PE 1 forgets the key of hidden neuron 0, so it raises PacketError when that neuron first spikes."""
-    b = build(small(pes=4, batch=4))
-    km = b.pe_configs[1]["keymap"]
-    keep = np.ones(len(km["keys"]), bool)
-    keep[np.flatnonzero(np.asarray(km["proj"]) == 1)[0]] = False
-    b.pe_configs[1]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
-    return b
+    return forget_key(build(small(pes=4, batch=4)), pe=1, proj=1)
 
 
 def test_a_pe_error_reaches_the_driver_as_on_the_local_engine(ray_local):

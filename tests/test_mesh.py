@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import smoke
+from conftest import forget_key, smoke
 
 from s2emu.build import build
 from s2emu.engines import run_engine
@@ -181,19 +181,13 @@ def test_a_pe_error_on_another_chip_is_raised_as_itself_and_not_retried(ray_loca
     """PE 2 (chip 1 of 3) forgets a key and raises PacketError; its router fails and closes its links, so the
     other routers see a channel close; the driver still raises the PE's error, as the local engine does, and
     does not restart (the error would recur)."""
-    import numpy as np
-
     r = smoke(epochs=1, batch=4, pes=4, chips=3, pes_per_chip=2)
     r = dataclasses.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
 
     def broken():
         b = build(r)
         assert b.mapping.endpoint_chips[2] == 1
-        km = b.pe_configs[2]["keymap"]
-        keep = np.ones(len(km["keys"]), bool)
-        keep[np.flatnonzero(np.asarray(km["proj"]) == 1)[0]] = False
-        b.pe_configs[2]["keymap"] = {k: np.asarray(v)[keep] for k, v in km.items()}
-        return b
+        return forget_key(b, pe=2, proj=1)
 
     with pytest.raises(PacketError) as local:
         run_engine("local", broken())
