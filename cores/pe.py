@@ -49,35 +49,97 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
 
 
 def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
-    """out[B, n] += sum_i x[:, i] * rows[i], over the sources i active in any stream, in ascending order.
+    """out[..., B, n] += sum_i x[..., :, i] * rows[..., i, :], over the sources i active in any stream (and any
+    PE of a group: a leading axis, cores/group.py), in ascending order.
 
-    The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
-    number of synaptic events (rows added), the chip's unit of synaptic work.
+    The fixed order makes the sum bit-identical however the postsynaptic neurons are split (a source active
+    only elsewhere adds x * w = 0, which leaves a sum that starts at +0 unchanged). Returns the number of
+    rows added, the chip's unit of synaptic work.
     """
-    active = np.flatnonzero(x[0] if x.shape[0] == 1 else x.any(axis=0))
+    flat = x.reshape(-1, x.shape[-1])
+    active = np.flatnonzero(flat[0] if flat.shape[0] == 1 else flat.any(axis=0))
     if len(active) == 0:
         return 0
-    width = x.shape[0] * rows.shape[1]
-    if width >= _LOOP_WIDTH:  # wide rows: the loop itself, each add vectorised over the row
-        term = np.empty_like(out)
-        for i in active:
-            np.multiply(x[:, i, None], rows[i], out=term)
-            out += term
-        return len(active)
-    # add.accumulate is a strict left-to-right recurrence (unlike add.reduce, which sums pairwise), so the
-    # last partial sum is exactly the loop above, in a few numpy calls; fast for narrow rows (an e-prop PE's
-    # slice at batch 1), slow for wide ones, as it walks the accumulated axis with a stride.
-    step = max(1, _ACCUMULATE_ELEMENTS // max(1, width))
+    step = max(1, _ACCUMULATE_ELEMENTS // out.size)
     for lo in range(0, len(active), step):
         part = active[lo:lo + step]
-        terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]: accumulate over the leading axis
+        # [k, ..., B, n]: one term per active source, the running sum folded into the first
+        terms = np.moveaxis(x[..., part], -1, 0)[..., None] * np.moveaxis(rows[..., part, :], -2, 0)[..., None, :]
         terms[0] += out
-        out[...] = np.add.accumulate(terms, axis=0)[-1]
+        if out.size == 1:  # a lone sum would run along numpy's fast axis, pairwise: give it a second column
+            terms = np.concatenate([terms.reshape(-1, 1), np.zeros((len(part), 1), np.float32)], axis=1)
+            out[...] = np.add.reduce(terms, axis=0)[0]
+        else:
+            # numpy sums along a slow axis one term after another (pairwise summation runs only along the
+            # fast axis: numpy.sum, Notes), so this is the strict left-to-right loop, vectorised over the row;
+            # tests/test_equivalence.py holds it to that loop
+            np.add.reduce(terms, axis=0, out=out)
     return len(active)
 
 
 _ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (1 MB of float32)
-_LOOP_WIDTH = 512  # B x n from which ordered_accumulate loops over the rows instead (same bits, faster)
+
+
+def neuron_tick(S, x: list, learn: bool) -> list[int]:
+    """One tick of SCIENCE.md's neuron dynamics and, if `learn`, its e-prop eligibility traces, on the state
+    of S: a NeuronPE (arrays [B, ...]) or a group of them stepped together (cores/group.py: the same arrays
+    with a leading PE axis). Every operation is elementwise but the ordered synaptic sum, so a group's
+    result is each of its PEs' own, bit for bit. x: per projection, presynaptic values [..., B, n_pre] or None.
+    Returns the active presynaptic rows per projection."""
+    c = S.c
+    S.I[...] = 0
+    rows = [0 if xq is None else ordered_accumulate(S.I, xq, S.W[q]) for q, xq in enumerate(x)]
+    z_prev = S.z.copy()
+    if c.adaptive:
+        S.a *= c.rho
+        S.a += np.float32(1 - c.rho) * z_prev
+        A = c.v_th + c.beta * S.a
+    else:
+        A = np.float32(c.v_th)
+    S.v *= c.alpha
+    S.v += np.float32(1 - c.alpha) * S.I
+    S.v -= z_prev * A
+    u = S.v - A
+    S.z[...] = u > 0
+    if learn:
+        _traces(S, x, surrogate(S.lc["surrogate"], u, c.v_th))
+    return rows
+
+
+def _traces(S, x: list, psi: np.ndarray) -> None:
+    """e-prop eligibility traces (SCIENCE.md): epsv, epsa, e, ebar, and their sum for the end-of-sample signal."""
+    c = S.c
+    one_a = np.float32(1 - c.alpha)
+    k_va = np.float32((1 - c.rho) * (1 - c.alpha))
+    psi3 = psi[..., None, :]
+    decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
+    for q in range(len(S.projections)):
+        ebar = S.ebar[q]
+        xq = x[q] if x[q] is not None else np.zeros(ebar.shape[:-1], np.float32)
+        epsv = S.epsv[q]
+        epsv *= c.alpha
+        epsv += xq[..., None] if S.per_synapse else xq
+        ev = epsv if S.per_synapse else epsv[..., None]
+        # e = psi (one_a epsv - beta epsa), computed in place in two scratch arrays (temporaries, as the
+        # chip's registers: not in the ledger); same operations and order as the formula, so same bits.
+        e, tmp = S.scratch(q)
+        if c.adaptive:
+            epsa = S.epsa[q]
+            epsa *= decay_a
+            np.multiply(psi3, ev, out=tmp)
+            tmp *= k_va
+            epsa += tmp
+            np.multiply(ev, one_a, out=e)
+            np.multiply(epsa, c.beta, out=tmp)
+            e -= tmp
+            e *= psi3
+        else:
+            np.multiply(ev, one_a, out=e)
+            e *= psi3
+        ebar *= c.kappa
+        ebar += e
+        if not S.online:
+            S.grad[q] += ebar
 
 
 def _get_path(obj, path: str):
@@ -100,7 +162,7 @@ class ProcessingElement:
     # reach into parts); everything else a PE keeps is in its ledger
     STATE_ATTRS = ("updates",)
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, backing=None):
         self.config = config
         self.pe_id = int(config["pe_id"])
         self.label = config["label"]
@@ -110,7 +172,7 @@ class ProcessingElement:
         lc = config["learning"]
         self.learning = lc["rule"] != "none"
         self.lc = lc
-        self.ledger = SramLedger(self.label, config["budget"], self.B)
+        self.ledger = SramLedger(self.label, config["budget"], self.B, backing)
         self.projections = config["incoming"]  # list of dicts: name, pre, n_pre, weights, self_recurrent
         km = config["keymap"]
         self.km_keys = np.asarray(km["keys"], dtype=np.uint32)
@@ -316,8 +378,8 @@ class NeuronPE(ProcessingElement):
 
     STATE_ATTRS = ("pending", "spike_log", "voltage_log")
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, backing=None):
+        super().__init__(config, backing)
         self.lo, self.hi = int(config["lo"]), int(config["hi"])
         n = self.n = self.hi - self.lo
         self.c = NeuronConstants(**config["constants"])
@@ -346,6 +408,7 @@ class NeuronPE(ProcessingElement):
         self.voltage_log: list[np.ndarray] = []
         self.pending = False  # a learning signal has arrived for the sample that just ended
         self._scratch_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._trace_work = self._trace_work_per_tick()
 
     def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
         x, err, _ = self._decode(inbound)
@@ -373,27 +436,32 @@ class NeuronPE(ProcessingElement):
                 g[...] = 0
 
     def _advance(self, tick, x, learn: bool) -> PacketBatch:
-        c = self.c
-        self.I[...] = 0
-        for q, xq in enumerate(x):
-            if xq is not None:
-                rows = ordered_accumulate(self.I, xq, self.W[q])
-                self.counters["synaptic_events"] += rows
-                self._count(rows * self.n, rows * self.n)  # a MAC and a weight read per active row and neuron
-        z_prev = self.z.copy()
-        if c.adaptive:
-            self.a *= c.rho
-            self.a += np.float32(1 - c.rho) * z_prev
-            A = c.v_th + c.beta * self.a
-        else:
-            A = np.float32(c.v_th)
-        self.v *= c.alpha
-        self.v += np.float32(1 - c.alpha) * self.I
-        self.v -= z_prev * A
-        u = self.v - A
-        self.z[...] = u > 0
+        self._note_work(neuron_tick(self, x, learn), learn)
+        return self._emit(tick)
+
+    def _note_work(self, rows: list[int], learn: bool) -> None:
+        """Count a tick's work: `rows` active presynaptic rows per projection, and the traces if `learn`."""
+        for r in rows:
+            if r:
+                self.counters["synaptic_events"] += r
+                self._count(r * self.n, r * self.n)  # a MAC and a weight read per active row and neuron
         if learn:
-            self._trace(x, surrogate(self.lc["surrogate"], u, c.v_th))
+            self._count(*self._trace_work)
+
+    def _trace_work_per_tick(self) -> tuple[int, int]:
+        """(MACs, SRAM words) of one tick of traces. Per synapse and stream: epsv 1 MAC (per source: per row),
+        epsa 3, e 3, ebar 1, the ebar sum 1; words: epsv, epsa, ebar and the sum each read and written."""
+        macs = words = 0
+        adaptive, summed = int(self.c.adaptive), int(not self.online)
+        for pr in self.projections:
+            syn = pr["n_pre"] * self.n * self.B
+            ev_ops = syn if self.per_synapse else pr["n_pre"] * self.B
+            macs += ev_ops + syn * (3 * adaptive + 3 + 1 + summed)
+            words += 2 * ev_ops + 2 * syn * (adaptive + 1 + summed)
+        return macs, words
+
+    def _emit(self, tick) -> PacketBatch:
+        """Record and send the tick's spikes (z, v as neuron_tick left them)."""
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
         if self.B == 1:
@@ -409,48 +477,8 @@ class NeuronPE(ProcessingElement):
             return self._out(tick, mc_keys=self.out_keys[fired])
         return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
 
-    def _trace(self, x, psi):
-        """e-prop eligibility traces (SCIENCE.md): epsv, epsa, e, ebar, and their sum for the end-of-sample signal."""
-        c = self.c
-        one_a = np.float32(1 - c.alpha)
-        k_va = np.float32((1 - c.rho) * (1 - c.alpha))
-        psi3 = psi[:, None, :]
-        decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
-        for q, pr in enumerate(self.projections):
-            # per synapse and stream: epsv 1 MAC (per source: per row), epsa 3, e 3, ebar 1, the ebar sum 1;
-            # words: epsv, epsa, ebar and the sum each read and written
-            syn = pr["n_pre"] * self.n * self.B
-            ev_ops = syn if self.per_synapse else pr["n_pre"] * self.B
-            self._count(ev_ops + syn * ((3 if c.adaptive else 0) + 3 + 1 + (0 if self.online else 1)),
-                        2 * ev_ops + 2 * syn * ((1 if c.adaptive else 0) + 1 + (0 if self.online else 1)))
-            xq = x[q] if x[q] is not None else np.zeros((self.B, pr["n_pre"]), np.float32)
-            epsv = self.epsv[q]
-            epsv *= c.alpha
-            epsv += xq[:, :, None] if self.per_synapse else xq
-            ev = epsv if self.per_synapse else epsv[:, :, None]
-            # e = psi (one_a epsv - beta epsa), computed in place in two scratch arrays (temporaries, as the
-            # chip's registers: not in the ledger); same operations and order as the formula, so same bits.
-            e, tmp = self._scratch(q)
-            if c.adaptive:
-                epsa = self.epsa[q]
-                epsa *= decay_a
-                np.multiply(psi3, ev, out=tmp)
-                tmp *= k_va
-                epsa += tmp
-                np.multiply(ev, one_a, out=e)
-                np.multiply(epsa, c.beta, out=tmp)
-                e -= tmp
-                e *= psi3
-            else:
-                np.multiply(ev, one_a, out=e)
-                e *= psi3
-            ebar = self.ebar[q]
-            ebar *= c.kappa
-            ebar += e
-            if not self.online:
-                self.grad[q] += ebar
-
-    def _scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+    def scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two temporaries shaped as projection q's traces (numpy's registers: not in the ledger)."""
         if q not in self._scratch_arrays:
             shape = self.ebar[q].shape
             self._scratch_arrays[q] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
@@ -619,11 +647,14 @@ class ReadoutPE(ProcessingElement):
         return {}
 
 
-def make_pe(config: dict) -> ProcessingElement:
+def make_pe(config: dict, backing=None) -> ProcessingElement:
+    """backing: where a neuron PE's arrays live (cores/group.py); other PEs keep their own."""
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)
     if config["role"].startswith("bptt"):
         from .bptt_pe import bptt_pe
         return bptt_pe(config)
-    return {"neuron": NeuronPE, "readout": ReadoutPE}[config["role"]](config)
+    if config["role"] == "neuron":
+        return NeuronPE(config, backing)
+    return {"readout": ReadoutPE}[config["role"]](config)

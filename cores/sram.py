@@ -23,8 +23,11 @@ class Allocation:
 
 
 class SramLedger:
-    def __init__(self, owner: str, budget: int, streams: int = 1):
+    def __init__(self, owner: str, budget: int, streams: int = 1, backing=None):
+        """backing(name, shape, dtype, fill) -> array: where the arrays live (default: an array of their
+        own; cores/group.py: views into arrays shared by a group of PEs stepped together)."""
         self.owner = owner
+        self.backing = backing
         self.budget = int(budget)
         self.streams = int(streams)
         self.items: list[Allocation] = []
@@ -44,7 +47,8 @@ class SramLedger:
         self.items.append(Allocation(name, shape, dtype.name, nbytes))
         self.check()
         full = (self.streams, *shape) if batched else shape
-        self.arrays[name] = arr = np.full(full, fill, dtype=dtype)
+        self.arrays[name] = arr = (np.full(full, fill, dtype=dtype) if self.backing is None
+                                   else self.backing(name, full, dtype, fill))
         return arr
 
     def restore(self, arrays: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from s2emu.checkpoint import pack, unpack
-from s2emu.cores.pe import make_pe
+from s2emu.cores.group import make_pes
 from s2emu.host.host import make_host
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import decode, encode
@@ -13,15 +13,18 @@ from s2emu.router.packets import decode, encode
 from . import LiveStatus, RawRun
 
 
-def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=None) -> RawRun:
+def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=None, group=True) -> RawRun:
     """checkpointer (s2emu.checkpoint.Checkpointer): write the state every so many ticks; resume: a
-    checkpoint's payload to continue from."""
+    checkpoint's payload to continue from. group: step a population's PEs of one shape together
+    (cores/group.py; same bits, counters and packets; False steps each PE alone)."""
     t0 = time.perf_counter()
-    pes = [make_pe(c) for c in build.pe_configs]
+    pes, groups = make_pes(build.pe_configs, group)
+    grouped = {e for g in groups for e in g.endpoints}
     host = make_host(build.host_config)
     m = build.mapping
     router = Mesh(m, streams=host.B)  # one router per chip
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
+    alone = [(e, actor) for e, actor in enumerate(actors) if e not in grouped]
     inbound = [None] * len(actors)
     start = 0
     if resume is not None:
@@ -39,7 +42,12 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     t_step = t_route = 0.0
     for tick in range(start, n_ticks):
         a = time.perf_counter()
-        outs = [actor.step(tick, inbound[e]) for e, actor in enumerate(actors)]
+        outs = [None] * len(actors)
+        for e, actor in alone:
+            outs[e] = actor.step(tick, inbound[e])
+        for g in groups:
+            for e, out in zip(g.endpoints, g.step(tick, [inbound[e] for e in g.endpoints])):
+                outs[e] = out
         b = time.perf_counter()
         inbound = router.route(outs, tick)  # delivered at tick + 1 (cores/timing.py)
         t_step += b - a
