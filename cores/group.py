@@ -74,6 +74,20 @@ def make_pes(configs: list[dict], group: bool = True) -> tuple[list, list["Neuro
     return [pe if pe is not None else make_pe(c) for pe, c in zip(pes, configs)], groups
 
 
+def step_plan(slots, objs, groups) -> list[tuple[list[int], object]]:
+    """How to step the objects at `slots` (in that order) of `objs`: (positions in slots, stepper) pairs,
+    a group's members together where all of them are among the slots, every other object alone; in the
+    order of the first position. groups: (the slots of its members, group) pairs."""
+    where = {slot: i for i, slot in enumerate(slots)}
+    plan, grouped = [], set()
+    for members, g in groups:
+        if all(m in where for m in members):
+            plan.append(([where[m] for m in members], g))
+            grouped.update(members)
+    plan += [([i], objs[slot]) for i, slot in enumerate(slots) if slot not in grouped]
+    return sorted(plan, key=lambda item: item[0][0])
+
+
 class NeuronGroup:
     """P NeuronPEs of one shape, stepped together; `endpoints` are their indices among the engine's PEs."""
 
@@ -162,15 +176,17 @@ class NeuronGroup:
         return x, [(p, dense[p, :, a:b]) for p in np.flatnonzero(present[:, -1])]
 
     def step(self, tick: int, inbounds: list) -> list:
-        """The members' outbound batches for this tick, as each member's own step would give them."""
+        """The members' outbound batches for this tick, as each member's own step would give them. If a
+        member raises, `at` is its index."""
+        self.at = 0
         m0 = self.members[0]
         sample, s = m0.clock.where(tick)
         got = self._decode(inbounds) if self.fast and 0 < s <= m0.T else None
         if got is None:
-            return [m.step(tick, ib) for m, ib in zip(self.members, inbounds)]
+            return [self._each(p).step(tick, ib) for p, ib in enumerate(inbounds)]
         x, signals = got
         for p, L in signals:
-            self.members[p]._take_learning_signal(L)
+            self._each(p)._take_learning_signal(L)
         learn = m0.learning and m0.clock.learns(sample)
         neuron_tick(self, x, learn)
         # each member's active rows (the group's sum ran over their union: a row active elsewhere adds 0)
@@ -181,3 +197,7 @@ class NeuronGroup:
             m._note_work([int(r[p]) for r in rows], learn)
             outs.append(m._emit(tick))
         return outs
+
+    def _each(self, p: int) -> NeuronPE:
+        self.at = p
+        return self.members[p]

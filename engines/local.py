@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from s2emu.checkpoint import pack, unpack
-from s2emu.cores.group import make_pes
+from s2emu.cores.group import make_pes, step_plan
 from s2emu.host.host import make_host
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import decode, encode
@@ -19,12 +19,11 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     (cores/group.py; same bits, counters and packets; False steps each PE alone)."""
     t0 = time.perf_counter()
     pes, groups = make_pes(build.pe_configs, group)
-    grouped = {e for g in groups for e in g.endpoints}
     host = make_host(build.host_config)
     m = build.mapping
     router = Mesh(m, streams=host.B)  # one router per chip
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
-    alone = [(e, actor) for e, actor in enumerate(actors) if e not in grouped]
+    plan = step_plan(range(len(actors)), actors, [(g.endpoints, g) for g in groups])
     inbound = [None] * len(actors)
     start = 0
     if resume is not None:
@@ -43,10 +42,10 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     for tick in range(start, n_ticks):
         a = time.perf_counter()
         outs = [None] * len(actors)
-        for e, actor in alone:
-            outs[e] = actor.step(tick, inbound[e])
-        for g in groups:
-            for e, out in zip(g.endpoints, g.step(tick, [inbound[e] for e in g.endpoints])):
+        for at, stepper in plan:
+            got = (stepper.step(tick, [inbound[e] for e in at]) if len(at) > 1
+                   else [stepper.step(tick, inbound[at[0]])])
+            for e, out in zip(at, got):
                 outs[e] = out
         b = time.perf_counter()
         inbound = router.route(outs, tick)  # delivered at tick + 1 (cores/timing.py)

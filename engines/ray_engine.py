@@ -104,7 +104,7 @@ def _unframe(msg, start: int, n: int) -> list:
 def _actor_classes():
     import ray
     from s2emu.checkpoint import pack, unpack
-    from s2emu.cores.pe import make_pe
+    from s2emu.cores.group import make_pes, step_plan
     from s2emu.host.host import Host, make_host
     from s2emu.machine import LINK_NAMES, opposite
     from s2emu.router.packets import decode, decode_many, encode, encode_many
@@ -117,7 +117,13 @@ def _actor_classes():
         wakes once a tick however many PEs it holds."""
 
         def __init__(self, specs):
-            self.objs = [make_pe(config) if kind == "pe" else make_host(config) for kind, config in specs]
+            # a population's PEs of one shape in this process step together (cores/group.py, same bits)
+            pe_slots = [i for i, (kind, _) in enumerate(specs) if kind == "pe"]
+            pes, groups = make_pes([specs[i][1] for i in pe_slots])
+            self.objs = [None if kind == "pe" else make_host(config) for kind, config in specs]
+            for i, pe in zip(pe_slots, pes):
+                self.objs[i] = pe
+            self.groups = [([pe_slots[e] for e in g.endpoints], g) for g in groups]
 
         def ready(self):
             return os.getpid()
@@ -144,6 +150,7 @@ def _actor_classes():
 
             objs = [self.objs[slot] for slot in slots]
             n = len(objs)
+            plan = step_plan(slots, self.objs, self.groups)
             conn = Client(tuple(address), family="AF_INET", authkey=authkey)
             gc.freeze()  # the collector need not scan what exists now, ~10% less time per tick
             try:
@@ -163,10 +170,23 @@ def _actor_classes():
                             for part, obj in enumerate(objs):
                                 parts.append(pack(obj.snapshot()))
                         else:
-                            for part, (obj, inbound) in enumerate(zip(objs, _unframe(msg, _TICK_SIZE, n))):
-                                batch = obj.step(tick, decode(inbound) if len(inbound) else None)
-                                # an empty batch travels as no bytes: most PEs send nothing most ticks
-                                parts.append(encode(batch) if len(batch) else b"")
+                            inbound = []
+                            for part, raw in enumerate(_unframe(msg, _TICK_SIZE, n)):
+                                inbound.append(decode(raw) if len(raw) else None)
+                            parts = [b""] * n  # an empty batch travels as no bytes: most PEs send nothing
+                            for at, stepper in plan:
+                                part = at[0]
+                                if len(at) == 1:
+                                    outs = [stepper.step(tick, inbound[part])]
+                                else:
+                                    try:
+                                        outs = stepper.step(tick, [inbound[i] for i in at])
+                                    except Exception:
+                                        part = at[stepper.at]  # the member it was stepping raised
+                                        raise
+                                for i, batch in zip(at, outs):
+                                    if len(batch):
+                                        parts[i] = encode(batch)
                         out = OK + _frame(parts)
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
                         out, status = _error_message(e, part), "failed"
