@@ -1,17 +1,21 @@
-"""PEs stepped together: the fast path for a population's PEs that share one process (the local engine).
+"""PEs stepped together: the fast path for a population's PEs that share one process (the local engine, and a
+--pes-per-process actor process).
 
 A group is a population's neuron PEs of one shape (same slice size, projections, constants, learning rule,
 streams and schedule). Each keeps all that makes it a PE: its ledger, counters, key map, packets in and out,
-recordings and checkpoint state. Only its arrays live elsewhere: as row p of arrays the group shares ([P, ...],
-through the ledger's backing), so that one numpy call advances the dynamics and traces of all P PEs. That is
-neuron_tick (cores/pe.py), the very code a PE runs alone: every operation is elementwise but the ordered
-synaptic sum, whose order does not depend on the split, so each PE's bits are what it computes alone
+recordings and checkpoint state. Only its arrays live elsewhere: side by side with the other members' along
+the neuron axis (the last) of arrays the group shares, given out by its ledger's backing; PE p's are columns
+[p n, (p + 1) n). So the group is one wide PE, and neuron_tick (cores/pe.py), the very code a PE runs alone,
+advances all of its members in one set of numpy calls: every operation is elementwise but the synaptic sum,
+whose order (ascending source) does not depend on the split, so each PE's bits are what it computes alone
 (tests/test_group.py compares states, counters and packets).
 
 Why: at batch 1 a hidden PE's arrays are tiny (10 neurons) and its step is numpy's per-call overhead, paid
-once per PE; a group pays it once.
+once per PE; a group pays it once, on rows as long as the population's slice.
 
-Ticks off the hot path (a sample's first and last, a batch the fast decoder refuses) step each PE on its own.
+The members must see the same presynaptic input, as a population's PEs do (each holds every source's row);
+a tick on which they do not, a sample's first and last ticks, and a batch the fast decoder refuses (which
+also names the PE at fault) step each PE on its own.
 """
 
 from __future__ import annotations
@@ -24,30 +28,38 @@ from .pe import NeuronPE, make_pe, neuron_tick
 
 
 class StackedStore:
-    """Backing for the ledgers of P PEs (cores/sram.py): each named array is one [P, ...] array, PE p's is
-    its row p (a view: the PE reads and writes it as its own)."""
+    """Backing for the ledgers of P PEs of `width` neurons each (cores/sram.py): each named array holds the P
+    side by side along its last axis, the neuron axis; PE p's array is its columns [p width, (p + 1) width),
+    a view the PE reads and writes as its own."""
 
-    def __init__(self, size: int):
-        self.size = size
+    def __init__(self, size: int, width: int):
+        self.size, self.width = size, width
         self.arrays: dict[str, np.ndarray] = {}
 
     def backing(self, p: int):
+        n = self.width
+
         def alloc(name, shape, dtype, fill):
+            if not shape or shape[-1] != n:
+                raise ValueError(f"PE {p} of a group allocates '{name}' as {list(shape)}: a group's arrays end "
+                                 f"with the neuron axis ({n})")
             a = self.arrays.get(name)
             if a is None:
-                a = self.arrays[name] = np.full((self.size, *shape), fill, dtype=dtype)
-            elif a.shape[1:] != tuple(shape) or a.dtype != dtype:
+                a = self.arrays[name] = np.full((*shape[:-1], self.size * n), fill, dtype=dtype)
+            elif a.shape[:-1] != tuple(shape[:-1]) or a.dtype != dtype:
                 raise ValueError(f"PE {p} of a group allocates '{name}' as {dtype}{list(shape)}, "
-                                 f"the group holds {a.dtype}{list(a.shape[1:])}")
-            else:
-                a[p] = fill
-            return a[p]
+                                 f"the group holds {a.dtype}{list(a.shape)}")
+            view = a[..., p * n:(p + 1) * n]
+            view[...] = fill
+            return view
         return alloc
 
 
 def group_key(config: dict):
-    """What PEs must share to be stepped together (None: this PE steps alone)."""
-    if config["role"] != "neuron":
+    """What PEs must share to be stepped together (None: this PE steps alone). Every array of a neuron PE ends
+    with its neuron axis but the per-source eligibility traces, so those PEs step alone."""
+    lc = config["learning"]
+    if config["role"] != "neuron" or (lc["rule"] != "none" and lc["eligibility_layout"] != "per_synapse"):
         return None
     projections = tuple((pr["name"], pr["pre"], pr["n_pre"], pr["self_recurrent"]) for pr in config["incoming"])
     return (config["population"], config["hi"] - config["lo"], config["streams"], config["budget"], projections,
@@ -67,7 +79,7 @@ def make_pes(configs: list[dict], group: bool = True) -> tuple[list, list["Neuro
     for idx in members.values():
         if len(idx) < 2:
             continue
-        store = StackedStore(len(idx))
+        store = StackedStore(len(idx), configs[idx[0]]["hi"] - configs[idx[0]]["lo"])
         for p, i in enumerate(idx):
             pes[i] = make_pe(configs[i], backing=store.backing(p))
         groups.append(NeuronGroup([pes[i] for i in idx], idx, store))
@@ -89,39 +101,48 @@ def step_plan(slots, objs, groups) -> list[tuple[list[int], object]]:
 
 
 class NeuronGroup:
-    """P NeuronPEs of one shape, stepped together; `endpoints` are their indices among the engine's PEs."""
+    """P NeuronPEs of one shape, stepped together as one wide PE; `endpoints` are their indices among the
+    engine's PEs. If a member raises, `at` is its index."""
 
     def __init__(self, members: list[NeuronPE], endpoints: list[int], store: StackedStore):
         self.members, self.endpoints, self.P = members, endpoints, len(members)
         m0 = members[0]
+        self.n = m0.n
         name_of = {id(a): name for name, a in m0.ledger.arrays.items()}
 
-        def stacked(view):
+        def whole(view):
             return None if view is None else store.arrays[name_of[id(view)]]
 
-        # the state neuron_tick reads and writes, as m0 names it, with the leading PE axis
+        # the state neuron_tick reads and writes, as m0 names it, all members side by side
         self.W, self.epsv, self.epsa, self.ebar, self.grad = (
-            [stacked(a) for a in arrays] for arrays in (m0.W, m0.epsv, m0.epsa, m0.ebar, m0.grad))
-        self.v, self.a, self.z, self.I = (stacked(a) for a in (m0.v, m0.a, m0.z, m0.I))
+            [whole(a) for a in arrays] for arrays in (m0.W, m0.epsv, m0.epsa, m0.ebar, m0.grad))
+        self.v, self.a, self.z, self.I = (whole(a) for a in (m0.v, m0.a, m0.z, m0.I))
         self.c, self.lc, self.projections = m0.c, m0.lc, m0.projections
         self.per_synapse, self.online, self.B = m0.per_synapse, m0.online, m0.B
         self._scratch_arrays = {}
+        self._bounds = np.arange(self.P + 1) * self.n  # member p's neurons: [bounds[p], bounds[p + 1])
+        self.at = 0
         self._decode_table()
 
     scratch = NeuronPE.scratch
 
     def _decode_table(self):
         """One sorted key table for all members: member p's key k is p << 32 | k, pointing at its column and
-        block of the group's dense [P, B, columns] array (each member's own layout, NeuronPE._dense_layout)."""
+        block of a dense [P, B, columns] array (each member's own layout, NeuronPE._dense_layout)."""
         cols = []
         for m in self.members:
             if m._columns is None and len(m.km_keys):
                 m._dense_layout()
             cols.append(m._columns)
         self.fast = all(c is not None and c == cols[0] for c in cols)
-        if not self.fast:  # members that do not share one layout decode on their own, every tick
+        if not self.fast:  # members that do not share one layout step on their own, every tick
             return
         self._columns = cols[0]
+        self._synapse_columns = cols[0][-1][0]
+        # one member's decode serves all only where every member reads every source key the same way
+        synapse_maps = [(m.km_keys[m._km_block < len(cols[0]) - 1].tobytes(),
+                         m._km_column[m._km_block < len(cols[0]) - 1].tobytes()) for m in self.members]
+        self._one_map = all(sm == synapse_maps[0] for sm in synapse_maps)  # the projections' sources; the learning signal after them
         self._table = np.concatenate([(p << 32) + m.km_keys.astype(np.int64) for p, m in enumerate(self.members)])
         self._padded = np.append(self._table, self._table[-1])
         self._member = np.repeat(np.arange(self.P), [len(m.km_keys) for m in self.members])
@@ -130,9 +151,26 @@ class NeuronGroup:
         self._mark = np.empty(len(self._table), np.intp)
 
     def _decode(self, inbounds):
-        """Every member's packets scattered into one dense array in a few numpy calls: (x per projection
-        [P, B, n_pre] or None, [(member, learning signal [B, n])]). None: some batch needs its PE's careful
-        path (a repeated or unknown key, a wrong stream count), which also names the PE at fault."""
+        """The members' common presynaptic input (per projection [B, n_pre] or None) and their learning
+        signals [(member, [B, n])]; None if the tick must step each member alone. The common case, every
+        member sent the same packets without a learning signal, decodes one member's batch."""
+        first = inbounds[0]
+        if self._one_map and first is not None and len(first) and all(
+                ib is not None and ib.mc_keys.tobytes() == first.mc_keys.tobytes()
+                and ib.mcp_keys.tobytes() == first.mcp_keys.tobytes()
+                and ib.mcp_payload.tobytes() == first.mcp_payload.tobytes() for ib in inbounds[1:]):
+            got = self.members[0]._scatter(first)
+            if got is None or got[1][-1]:  # the careful path, or a learning signal (for member 0 alone)
+                return self._decode_each(inbounds)
+            for m, ib in zip(self.members, inbounds):
+                m.counters["packets_in"] += len(ib)
+            dense, present = got
+            return [dense[:, a:b] if present[q] else None for q, (a, b) in enumerate(self._columns[:-1])], []
+        return self._decode_each(inbounds)
+
+    def _decode_each(self, inbounds):
+        """_decode for members that got different packets: all of them scattered into one dense [P, B,
+        columns] array in a few numpy calls; None unless their presynaptic input is the same."""
         spikes, spike_owner, payload_keys, payloads, payload_owner, got = [], [], [], [], [], []
         for p, ib in enumerate(inbounds):
             if ib is None or not len(ib):
@@ -161,23 +199,25 @@ class NeuronGroup:
         self._mark[pos] = order  # a repeated key keeps only one of its indices
         if (self._mark[pos] != order).any():
             return None
-        for p in got:
-            self.members[p].counters["packets_in"] += len(inbounds[p])
         member, column = self._member[pos], self._column[pos]
         dense = np.zeros((self.P, self.B, self._columns[-1][1]), np.float32)
         n_spikes = sum(len(k) for k in spikes)
         dense[member[:n_spikes], :, column[:n_spikes]] = 1
         if payloads:
             dense[member[n_spikes:], :, column[n_spikes:]] = np.concatenate(payloads)
-        present = np.bincount(member * n_blocks + self._block[pos], minlength=self.P * n_blocks)
-        present = present.reshape(self.P, n_blocks) > 0
-        x = [dense[:, :, a:b] if present[:, q].any() else None for q, (a, b) in enumerate(self._columns[:-1])]
+        synapses = dense[:, :, :self._synapse_columns]
+        if self.P > 1 and not (synapses[1:] == synapses[0]).all():
+            return None
+        for p in got:
+            self.members[p].counters["packets_in"] += len(inbounds[p])
+        present = np.bincount(self._block[pos][member == 0], minlength=n_blocks) > 0
+        x = [dense[0, :, a:b] if present[q] else None for q, (a, b) in enumerate(self._columns[:-1])]
         a, b = self._columns[-1]
-        return x, [(p, dense[p, :, a:b]) for p in np.flatnonzero(present[:, -1])]
+        signals = np.bincount(member[self._block[pos] == n_blocks - 1], minlength=self.P)
+        return x, [(p, dense[p, :, a:b]) for p in np.flatnonzero(signals)]
 
     def step(self, tick: int, inbounds: list) -> list:
-        """The members' outbound batches for this tick, as each member's own step would give them. If a
-        member raises, `at` is its index."""
+        """The members' outbound batches for this tick, as each member's own step would give them."""
         self.at = 0
         m0 = self.members[0]
         sample, s = m0.clock.where(tick)
@@ -188,14 +228,14 @@ class NeuronGroup:
         for p, L in signals:
             self._each(p)._take_learning_signal(L)
         learn = m0.learning and m0.clock.learns(sample)
-        neuron_tick(self, x, learn)
-        # each member's active rows (the group's sum ran over their union: a row active elsewhere adds 0)
-        rows = [np.zeros(self.P, np.int64) if xq is None else
-                xq.reshape(self.P, -1, xq.shape[-1]).any(axis=1).sum(axis=1) for xq in x]
+        rows = neuron_tick(self, x, learn)  # every member's rows: they share the input
+        fired = np.flatnonzero(self.z[0]) if self.B == 1 else None
+        cut = np.searchsorted(fired, self._bounds) if self.B == 1 else None
         outs = []
         for p, m in enumerate(self.members):
-            m._note_work([int(r[p]) for r in rows], learn)
-            outs.append(m._emit(tick))
+            self.at = p
+            m._note_work(rows, learn)
+            outs.append(m._emit(tick, None if fired is None else fired[cut[p]:cut[p + 1]] - self._bounds[p]))
         return outs
 
     def _each(self, p: int) -> NeuronPE:

@@ -49,22 +49,18 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
 
 
 def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
-    """out[..., B, n] += sum_i x[..., :, i] * rows[..., i, :], over the sources i active in any stream (and any
-    PE of a group: a leading axis, cores/group.py), in ascending order.
+    """out[B, n] += sum_i x[:, i] * rows[i], over the sources i active in any stream, in ascending order.
 
-    The fixed order makes the sum bit-identical however the postsynaptic neurons are split (a source active
-    only elsewhere adds x * w = 0, which leaves a sum that starts at +0 unchanged). Returns the number of
-    rows added, the chip's unit of synaptic work.
+    The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
+    number of synaptic events (rows added), the chip's unit of synaptic work.
     """
-    flat = x.reshape(-1, x.shape[-1])
-    active = np.flatnonzero(flat[0] if flat.shape[0] == 1 else flat.any(axis=0))
+    active = np.flatnonzero(x[0] if x.shape[0] == 1 else x.any(axis=0))
     if len(active) == 0:
         return 0
     step = max(1, _ACCUMULATE_ELEMENTS // out.size)
     for lo in range(0, len(active), step):
         part = active[lo:lo + step]
-        # [k, ..., B, n]: one term per active source, the running sum folded into the first
-        terms = np.moveaxis(x[..., part], -1, 0)[..., None] * np.moveaxis(rows[..., part, :], -2, 0)[..., None, :]
+        terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]; the running sum folded into the first
         terms[0] += out
         if out.size == 1:  # a lone sum would run along numpy's fast axis, pairwise: give it a second column
             terms = np.concatenate([terms.reshape(-1, 1), np.zeros((len(part), 1), np.float32)], axis=1)
@@ -82,10 +78,10 @@ _ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (
 
 def neuron_tick(S, x: list, learn: bool) -> list[int]:
     """One tick of SCIENCE.md's neuron dynamics and, if `learn`, its e-prop eligibility traces, on the state
-    of S: a NeuronPE (arrays [B, ...]) or a group of them stepped together (cores/group.py: the same arrays
-    with a leading PE axis). Every operation is elementwise but the ordered synaptic sum, so a group's
-    result is each of its PEs' own, bit for bit. x: per projection, presynaptic values [..., B, n_pre] or None.
-    Returns the active presynaptic rows per projection."""
+    of S: a NeuronPE, or a group of them stepped together as one wide PE (cores/group.py: its members side by
+    side on the neuron axis). Every operation is elementwise but the ordered synaptic sum, so a group's result
+    is each of its PEs' own, bit for bit. x: per projection, presynaptic values [B, n_pre] or None. Returns
+    the active presynaptic rows per projection."""
     c = S.c
     S.I[...] = 0
     rows = [0 if xq is None else ordered_accumulate(S.I, xq, S.W[q]) for q, xq in enumerate(x)]
@@ -111,15 +107,15 @@ def _traces(S, x: list, psi: np.ndarray) -> None:
     c = S.c
     one_a = np.float32(1 - c.alpha)
     k_va = np.float32((1 - c.rho) * (1 - c.alpha))
-    psi3 = psi[..., None, :]
+    psi3 = psi[:, None, :]
     decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
     for q in range(len(S.projections)):
         ebar = S.ebar[q]
         xq = x[q] if x[q] is not None else np.zeros(ebar.shape[:-1], np.float32)
         epsv = S.epsv[q]
         epsv *= c.alpha
-        epsv += xq[..., None] if S.per_synapse else xq
-        ev = epsv if S.per_synapse else epsv[..., None]
+        epsv += xq[:, :, None] if S.per_synapse else xq
+        ev = epsv if S.per_synapse else epsv[:, :, None]
         # e = psi (one_a epsv - beta epsa), computed in place in two scratch arrays (temporaries, as the
         # chip's registers: not in the ledger); same operations and order as the formula, so same bits.
         e, tmp = S.scratch(q)
@@ -460,12 +456,14 @@ class NeuronPE(ProcessingElement):
             words += 2 * ev_ops + 2 * syn * (adaptive + 1 + summed)
         return macs, words
 
-    def _emit(self, tick) -> PacketBatch:
-        """Record and send the tick's spikes (z, v as neuron_tick left them)."""
+    def _emit(self, tick, fired: np.ndarray | None = None) -> PacketBatch:
+        """Record and send the tick's spikes (z, v as neuron_tick left them); at batch 1 `fired` may come
+        with them (the neurons that spiked, as a group finds them for its members)."""
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
         if self.B == 1:
-            fired = np.flatnonzero(self.z[0])
+            if fired is None:
+                fired = np.flatnonzero(self.z[0])
             self.counters["spikes"] += len(fired)
         else:
             fired = np.flatnonzero(self.z.any(axis=0))

@@ -147,32 +147,30 @@ def test_fast_inbound_decode_equals_the_key_order_path(streams):
     assert fast_seen > 50  # most batches take the fast path
 
 
-@pytest.mark.parametrize("lead", [(), (3,)])
-def test_ordered_accumulate_is_the_plain_loop_in_source_order(lead):
+def test_ordered_accumulate_is_the_plain_loop_in_source_order():
     """The synaptic sum every split relies on: numpy's vectorised sum must be the row-by-row loop in ascending
-    source order, bit for bit, at every shape (a lone output element, wide rows, many rows in chunks), with
-    and without a group's leading PE axis (cores/group.py)."""
+    source order, bit for bit, at every shape (a lone output element, wide rows, many rows in chunks)."""
     from s2emu.cores import pe as pe_mod
 
     rng = np.random.default_rng(3)
-    for B, n, k in [(1, 1, 300), (1, 2, 40), (2, 1, 17), (1, 10, 80), (4, 7, 120), (32, 120, 200), (3, 5, 1)]:
-        x = (rng.normal(size=(*lead, B, k)) * (rng.random((*lead, B, k)) < 0.7)).astype(np.float32)
-        rows = (rng.normal(size=(*lead, k, n)) * 10.0 ** rng.integers(-3, 4, size=(*lead, k, 1))).astype(np.float32)
-        start = rng.normal(size=(*lead, B, n)).astype(np.float32)
-        out, ref = start.copy(), start.copy()
-        active = np.flatnonzero(x.reshape(-1, k).any(axis=0))
+
+    def check(B, n, k):
+        x = (rng.normal(size=(B, k)) * (rng.random((B, k)) < 0.7)).astype(np.float32)
+        rows = (rng.normal(size=(k, n)) * 10.0 ** rng.integers(-3, 4, size=(k, 1))).astype(np.float32)
+        out = rng.normal(size=(B, n)).astype(np.float32)
+        ref = out.copy()
+        active = np.flatnonzero(x.any(axis=0))
         for i in active:
-            ref += x[..., i, None] * rows[..., i, None, :]
+            ref += x[:, i, None] * rows[i]
         assert pe_mod.ordered_accumulate(out, x, rows) == len(active)
         assert out.tobytes() == ref.tobytes(), (B, n, k)
+
+    for B, n, k in [(1, 1, 300), (1, 2, 40), (2, 1, 17), (1, 10, 80), (4, 7, 120), (32, 120, 200), (3, 5, 1)]:
+        check(B, n, k)
     small = pe_mod._ACCUMULATE_ELEMENTS
     try:  # many chunks
         pe_mod._ACCUMULATE_ELEMENTS = 64
-        x, rows = rng.normal(size=(*lead, 2, 90)).astype(np.float32), rng.normal(size=(*lead, 90, 3)).astype(np.float32)
-        out, ref = np.zeros((*lead, 2, 3), np.float32), np.zeros((*lead, 2, 3), np.float32)
-        for i in range(90):
-            ref += x[..., i, None] * rows[..., i, None, :]
-        pe_mod.ordered_accumulate(out, x, rows)
-        assert out.tobytes() == ref.tobytes()
+        check(2, 3, 90)
+        check(1, 1, 90)
     finally:
         pe_mod._ACCUMULATE_ELEMENTS = small
