@@ -156,7 +156,8 @@ class NeuronGroup:
         member sent the same packets without a learning signal, decodes one member's batch."""
         first = inbounds[0]
         if self._one_map and first is not None and len(first) and all(
-                ib is not None and ib.mc_keys.tobytes() == first.mc_keys.tobytes()
+                ib is first  # the router hands one batch to endpoints that get the same packets
+                or ib is not None and ib.mc_keys.tobytes() == first.mc_keys.tobytes()
                 and ib.mcp_keys.tobytes() == first.mcp_keys.tobytes()
                 and ib.mcp_payload.tobytes() == first.mcp_payload.tobytes() for ib in inbounds[1:]):
             got = self.members[0]._scatter(first)

@@ -426,9 +426,15 @@ def _actor_classes():
                 t = time.perf_counter()
                 routed = self._route(outs, tick)
                 nxt = tick + 1
+                encoded = {}  # the router hands one batch to endpoints that get the same packets: encode it once
                 for c, endpoints in enumerate(self.processes):
                     for e in endpoints:
-                        self.inbound[e] = encode(routed[e]) if len(routed[e]) else None  # None: just the tick
+                        batch = routed[e]
+                        if len(batch):
+                            got = encoded.get(id(batch))
+                            self.inbound[e] = got if got is not None else encoded.setdefault(id(batch), encode(batch))
+                        else:
+                            self.inbound[e] = None  # None: just the tick
                     if nxt < end:
                         self._send(c, nxt)
                 self.sent = nxt if nxt < end else None

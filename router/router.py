@@ -69,8 +69,10 @@ class Router:
         self.links = frozenset(links)
         # Precomputed per entry: its links, and its endpoints as CSR (entry i sends to
         # _eps[_ptr[i]:_ptr[i] + _fan[i]]), so routing costs per delivered copy, not per endpoint.
+        # Also, as a matrix, which endpoints each entry reaches (_multicast's classes).
         n = len(table)
         self._links = np.zeros((n, N_LINKS), dtype=np.int64)
+        self._reaches = np.zeros((n, n_endpoints), dtype=np.int64)
         ends_per_entry = []
         for i, e in enumerate(table.entries):
             ends = endpoints_of(e.route)
@@ -78,12 +80,13 @@ class Router:
                 raise RoutingError(f"table entry {i} ({e}) routes to endpoint {ends[-1]}, "
                                    f"but the router has {n_endpoints} endpoints")
             ends_per_entry.append(ends)
+            self._reaches[i, ends] = 1
             self._links[i, links_of(e.route)] = 1
         self._fan = np.array([len(x) for x in ends_per_entry], dtype=np.int64)
         self._ptr = np.concatenate([[0], np.cumsum(self._fan)[:-1]]).astype(np.int64)
         self._eps = np.array([x for ends in ends_per_entry for x in ends], dtype=np.int64)
         self._u32 = np.empty(0, np.uint32)
-        self._no_bounds = np.zeros(self.n_endpoints + 1, np.int64)  # every endpoint gets none of a kind
+        self._no_bounds = ([0] * n_endpoints,) * 2  # every endpoint gets none of a kind
         self._plans: dict[bytes, tuple] = {}  # key sequence -> its multicast plan (_multicast)
         self.reset_counters()
 
@@ -146,8 +149,8 @@ class Router:
         return self._p2p_links[np.minimum(dest, len(self._p2p_links) - 1)]
 
     def _multicast(self, keys: np.ndarray, srcs: np.ndarray):
-        """Packet indices grouped by endpoint (ascending packet order within each) and the
-        per-endpoint bounds into them; updates counters.
+        """Packet indices grouped by endpoint class (ascending packet order within each) and each
+        endpoint's [start, end) in them (its class's); updates counters.
 
         The plan depends on the keys alone (the table is fixed), and many ticks repeat a key sequence (the
         host's inputs every tick, quiet layers), so plans of key sequences that all match are remembered.
@@ -155,10 +158,10 @@ class Router:
         (forward), not dropped."""
         memo = self._plans.get(keys.tobytes())
         if memo is not None:
-            order, bounds, counts = memo
+            order, spans, counts = memo
             self.routed += len(keys)
             self.delivered += counts
-            return order, bounds
+            return order, spans
         idx = self.table.lookup_many(keys)
         hit = idx >= 0
         n_miss = len(idx) - int(hit.sum())
@@ -177,18 +180,36 @@ class Router:
         pk = np.repeat(np.arange(len(entry)), fan)
         first = np.repeat(self._ptr[entry] - (np.cumsum(fan) - fan), fan)
         ep = self._eps[first + np.arange(len(pk))]
+        # Endpoints reached by the same entries get the same packets (a population's PEs, most ticks): the
+        # first of each such class keeps the copies, the others share them (and route() their batch).
+        rep = self._classes(entry)
+        mine = rep[ep] == ep
+        pk, ep = pk[mine], ep[mine]
         order = np.argsort(ep, kind="stable")
         packets, counts = matched[pk[order]], np.bincount(ep[order], minlength=self.n_endpoints)
-        bounds = self._bounds(counts)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        spans = (bounds[rep].tolist(), bounds[rep + 1].tolist())
+        counts = counts[rep]
+        self.delivered += counts
         if not n_miss:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
-            self._plans[keys.tobytes()] = (packets, bounds, counts)
-        return packets, bounds
+            self._plans[keys.tobytes()] = (packets, spans, counts)
+        return packets, spans
 
-    def _bounds(self, counts: np.ndarray) -> np.ndarray:
+    def _classes(self, entries: np.ndarray) -> np.ndarray:
+        """Per endpoint, the first endpoint reached by exactly the same of these table entries."""
+        hit = np.unique(entries)
+        if len(hit) > 62:  # more than a signature's bits: every endpoint its own class
+            return np.arange(self.n_endpoints)
+        signature = (self._reaches[hit] << np.arange(len(hit))[:, None]).sum(axis=0)
+        _, first, cls = np.unique(signature, return_index=True, return_inverse=True)
+        return first[cls]
+
+    def _bounds(self, counts: np.ndarray) -> tuple[list[int], list[int]]:
         self.delivered += counts
-        return np.concatenate([[0], np.cumsum(counts)])
+        bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        return bounds[:-1], bounds[1:]
 
     def route(self, batches: list[PacketBatch], tick: int, arrived=()) -> dict[int, PacketBatch]:
         """Deliver one tick's batches, those of this chip's endpoints and those `arrived` over links; every
@@ -209,24 +230,26 @@ class Router:
         mc_src = _srcs(batches, "mc_keys")
         here = self._here(mc_src)
         self.mc_sent += np.bincount(here[here >= 0], minlength=self.n_endpoints)
-        mc_pk, mc_bd = self._multicast(mc, mc_src)
-        mcp_pk, mcp_bd = self._multicast(mcp, _srcs(batches, "mcp_keys"))
+        mc_pk, (mc_a, mc_b) = self._multicast(mc, mc_src)
+        mcp_pk, (mcp_a, mcp_b) = self._multicast(mcp, _srcs(batches, "mcp_keys"))
         mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
 
         if any(len(x.p2p_dest) for x in batches):
-            pd_out, pt_out, pp_out, p2p_bd = self._point_to_point(batches)
+            pd_out, pt_out, pp_out, (q_a, q_b) = self._point_to_point(batches)
         else:  # most ticks: nothing for the P2P part to do
             pd_out = pt_out = self._u32
-            pp_out, p2p_bd = np.empty((0, b), np.uint32), self._no_bounds
+            pp_out, (q_a, q_b) = np.empty((0, b), np.uint32), self._no_bounds
 
-        out = {}
+        out, made = {}, {}
         for e in range(self.n_endpoints):
-            m0, m1 = mc_bd[e], mc_bd[e + 1]
-            p0, p1 = mcp_bd[e], mcp_bd[e + 1]
-            q0, q1 = p2p_bd[e], p2p_bd[e + 1]
-            out[e] = PacketBatch.unchecked(
-                self.src, tick, b, mc_out[m0:m1], mcp_out[p0:p1], mcp_pl_out[p0:p1],
-                pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
+            m0, m1, p0, p1, q0, q1 = mc_a[e], mc_b[e], mcp_a[e], mcp_b[e], q_a[e], q_b[e]
+            span = (m0, m1, p0, p1) if q0 == q1 else e  # same spans, same packets: one batch for all
+            got = made.get(span)
+            if got is None:
+                got = made[span] = PacketBatch.unchecked(
+                    self.src, tick, b, mc_out[m0:m1], mcp_out[p0:p1], mcp_pl_out[p0:p1],
+                    pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
+            out[e] = got
         return out
 
     def _point_to_point(self, batches):

@@ -572,6 +572,20 @@ def test_router_matches_reference(entries, specs, rnd):
     assert r.delivered.sum() == sum(len(o) for o in out.values())
 
 
+def test_router_hands_one_batch_to_endpoints_that_get_the_same_packets():
+    """Endpoints reached by the same entries on a tick (a population's PEs) share one delivered batch, which
+    a PE group then decodes once (cores/group.py); the counts stay per endpoint."""
+    table = MulticastTable([Entry(0x10, 0xFFFFFFF0, route_for([0, 1, 2])),
+                            Entry(0x20, 0xFFFFFFF0, route_for([2]))])
+    r = Router(table, 4)
+    out = r.route([PacketBatch.make(3, 0, mc_keys=[0x11, 0x12])], 0)  # only the first entry: 0, 1, 2 alike
+    assert out[0] is out[1] is out[2] and out[0].mc_keys.tolist() == [0x11, 0x12] and len(out[3]) == 0
+    out = r.route([PacketBatch.make(3, 1, mc_keys=[0x11, 0x21])], 1)  # endpoint 2 also gets 0x21
+    assert out[0] is out[1] and out[2] is not out[0]
+    assert out[0].mc_keys.tolist() == [0x11] and out[2].mc_keys.tolist() == [0x11, 0x21]
+    assert r.delivered.tolist() == [3, 3, 4, 0]
+
+
 def test_router_is_vectorised():
     # 152 PEs + host, 300 slices of 64 keys each to 3 PEs, 5000 packets from 152 senders.
     rng = random.Random(0)
