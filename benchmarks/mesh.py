@@ -4,7 +4,7 @@
 
 recipes/eprop_kws.toml (12 hidden PEs + the readout PE + the host) trained for one epoch on a seeded subset,
 placed on one 152-PE chip, then with 4, 2 and 1 PEs per chip on machines of 4, 8 and 16 chips (2x2, 4x2 and
-4x4 meshes; the ray engine runs one router actor per chip in use). Per row: chips, mesh, hops per tick, router entries
+4x4 meshes, and the 4x4 as a torus, --wrap; the ray engine runs one router actor per chip in use). Per row: chips, mesh, hops per tick, router entries
 over all chips, packets sent on links per tick, default-routed packets, wall ms per tick (median of the
 repeats, engines and layouts interleaved) and the state digest, which must not change. Writes mesh.json and
 mesh.md.
@@ -26,7 +26,8 @@ from s2emu.recipe import load_recipe
 from s2emu.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYOUTS = ((1, 152), (4, 4), (8, 2), (16, 1))  # (chips, PEs per chip): meshes 1x1, 2x2, 4x2, 4x4
+# (chips, PEs per chip, wrap-around): meshes 1x1, 2x2, 4x2, 4x4, and the 4x4 torus
+LAYOUTS = ((1, 152, False), (4, 4, False), (8, 2, False), (16, 1, False), (16, 1, True))
 
 
 def main() -> None:
@@ -45,23 +46,24 @@ def main() -> None:
     try:
         for rep in range(args.repeats):
             for engine in engines:
-                for chips, per_chip in LAYOUTS:
-                    r = run(base.with_overrides(chips=chips, pes_per_chip=per_chip), engine=engine)
-                    walls.setdefault((engine, chips), []).append(r["wall_seconds"] / r["ticks"])
-                    last[(engine, chips)] = r
-                    print(f"{engine} {chips} chips #{rep + 1}: {1000 * walls[(engine, chips)][-1]:.2f} ms/tick",
-                          file=sys.stderr)
+                for layout in LAYOUTS:
+                    chips, per_chip, wrap = layout
+                    r = run(base.with_overrides(chips=chips, pes_per_chip=per_chip, wrap=wrap), engine=engine)
+                    walls.setdefault((engine, layout), []).append(r["wall_seconds"] / r["ticks"])
+                    last[(engine, layout)] = r
+                    print(f"{engine} {chips} chips{' torus' if wrap else ''} #{rep + 1}: "
+                          f"{1000 * walls[(engine, layout)][-1]:.2f} ms/tick", file=sys.stderr)
     finally:
         if started:
             import ray
 
             ray.shutdown()
     rows = []
-    for (engine, chips), ws in walls.items():
-        r = last[(engine, chips)]
+    for (engine, (chips, per_chip, wrap)), ws in walls.items():
+        r = last[(engine, (chips, per_chip, wrap))]
         ro = r["router"]
-        rows.append({"engine": engine, "chips": r["chips"], "pes_per_chip": dict(LAYOUTS)[chips],
-                     "mesh": r["mesh"], "hops": r["hops"], "router_entries": r["router_entries"],
+        rows.append({"engine": engine, "chips": r["chips"], "pes_per_chip": per_chip,
+                     "mesh": r["mesh"], "wrap": wrap, "hops": r["hops"], "router_entries": r["router_entries"],
                      "link_packets_per_tick": sum(ro["link_sent"].values()) / r["ticks"],
                      "default_routed_per_tick": ro["default_routed"] / r["ticks"],
                      "ms_per_tick": 1000 * statistics.median(ws), "repeats": len(ws),
@@ -76,7 +78,8 @@ def main() -> None:
           "default-routed/tick | ms/tick | vs 1 chip |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         one = next(x for x in rows if x["engine"] == row["engine"] and x["chips"] == 1)
-        md.append(f"| {row['engine']} | {row['mesh'][0]}x{row['mesh'][1]} | {row['chips']} | {row['pes_per_chip']} | "
+        mesh = f"{row['mesh'][0]}x{row['mesh'][1]}{' torus' if row['wrap'] else ''}"
+        md.append(f"| {row['engine']} | {mesh} | {row['chips']} | {row['pes_per_chip']} | "
                   f"{row['hops']} | {row['router_entries']} | "
                   f"{row['link_packets_per_tick']:.1f} | {row['default_routed_per_tick']:.1f} | "
                   f"{row['ms_per_tick']:.2f} | {row['ms_per_tick'] / one['ms_per_tick']:.2f}x |")

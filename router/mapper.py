@@ -142,7 +142,7 @@ def chips_of_endpoints(n_pes: int, machine: Machine) -> tuple[int, ...]:
 
 def route_flows(flows: list[Flow], endpoint_chips: tuple[int, ...], geometry: MeshGeometry,
                 capacity: int) -> tuple[dict[int, MulticastTable], int, int]:
-    """Every flow as a multicast tree of greedy shortest paths from its source's chip to its targets' chips.
+    """Every flow as a multicast tree of shortest paths from its source's chip to its targets' chips.
     Returns the chips' tables (every chip with endpoints or on a path between two of them gets one), the
     number of entries before merging, and the most hops any packet (multicast or point-to-point) needs."""
     local = {}  # endpoint -> its index on its chip
@@ -154,6 +154,7 @@ def route_flows(flows: list[Flow], endpoint_chips: tuple[int, ...], geometry: Me
     for a in home:
         for b in home:
             chips.update(c for c, _ in geometry.path(a, b))
+            chips.update(c for c, _ in geometry.p2p_path(a, b))
             hops = max(hops, geometry.distance(a, b))
     entries: dict[int, list[Entry]] = {c: [] for c in chips}
     for f in flows:

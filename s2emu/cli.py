@@ -48,7 +48,8 @@ def _load(args):
                                  epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
                                  data=getattr(args, "data", None), machine=getattr(args, "machine", None),
                                  skip_bad=getattr(args, "skip_bad", None), chips=getattr(args, "chips", None),
-                                 pes_per_chip=getattr(args, "pes_per_chip", None))
+                                 pes_per_chip=getattr(args, "pes_per_chip", None),
+                                 wrap=getattr(args, "wrap", None) or None, dead_links=getattr(args, "dead_link", None))
 
 
 def _warn_skipped(result: dict, quiet: bool) -> None:
@@ -435,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "prototype-64k, spinnaker2; see s2emu info)")
             sp.add_argument("--chips", type=int, help="chips of the machine, on the most nearly square mesh")
             sp.add_argument("--pes-per-chip", type=int, help="PEs per chip (fewer spreads a network over chips)")
+            sp.add_argument("--wrap", action="store_true", help="wrap-around links: the mesh of chips is a torus")
+            sp.add_argument("--dead-link", action="append", metavar="CHIP:LINK",
+                            help="a wire that is down (e.g. 4:NE; repeatable); routes go around it")
 
     sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
     sp.add_argument("--json", action="store_true")

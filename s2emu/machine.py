@@ -7,6 +7,7 @@ Presets follow ../shared/SCIENCE.md: the production SpiNNaker 2 chip (152 PEs of
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -26,29 +27,56 @@ def opposite(link: int) -> int:
 
 @dataclass(frozen=True)
 class MeshGeometry:
-    """Chips on a width x height grid joined by six links (no wrap-around: one board). Chip c sits at
-    (c % width, c // width). Routes are the greedy shortest paths of this triangular lattice: diagonal
-    (NE, SW) while both offsets share a sign, then along x, then along y; so every path from one chip to the
-    others forms a tree, and a tick's packets need at most `distance` hops."""
+    """Chips on a width x height grid joined by six links. Chip c sits at (c % width, c // width).
+
+    One board (the default): no wrap-around, and routes are the greedy shortest paths of the triangular
+    lattice: diagonal (NE, SW) while both offsets share a sign, then along x, then along y; so every path from
+    one chip to the others forms a tree, and a tick's packets need at most `distance` hops.
+
+    `wrap`: boards joined into a torus, each row's and column's ends linked, as SpiNNaker machines of several
+    boards are. `dead`: (chip, link) ends of wires that are down, both ends listed. With either, routes are
+    found by breadth-first search over the live links, preferring links in LINK_NAMES order: a multicast
+    route (`path`) follows the tree of shortest paths grown from its source, so a packet never enters a chip
+    twice; a point-to-point packet (`next_link`) takes, at every chip, the first live link that brings it
+    one hop closer to its destination."""
 
     width: int
     height: int
+    wrap: bool = False
+    dead: frozenset = frozenset()
 
     @property
     def chips(self) -> int:
         return self.width * self.height
 
+    @property
+    def searched(self) -> bool:
+        """Routes come from search over the live links, not the one board's greedy rule."""
+        return self.wrap or bool(self.dead)
+
     def xy(self, chip: int) -> tuple[int, int]:
         return chip % self.width, chip // self.width
 
     def neighbour(self, chip: int, link: int) -> int | None:
+        """The chip at the other end of `link` (None: off the board, or the wire is down)."""
         x, y = self.xy(chip)
         dx, dy = LINK_STEPS[link]
         x, y = x + dx, y + dy
-        return y * self.width + x if 0 <= x < self.width and 0 <= y < self.height else None
+        if self.wrap:
+            x, y = x % self.width, y % self.height
+        elif not (0 <= x < self.width and 0 <= y < self.height):
+            return None
+        return None if (chip, link) in self.dead else y * self.width + x
 
     def next_link(self, a: int, b: int) -> int:
         """The link a packet at chip a takes toward chip b (-1: it is there)."""
+        if self.searched:
+            if a == b:
+                return -1
+            dist = _search(self, b)[0]
+            self._reachable(dist, a, b)
+            return next(link for link in range(6)
+                        if (n := self.neighbour(a, link)) is not None and dist[n] == dist[a] - 1)
         (xa, ya), (xb, yb) = self.xy(a), self.xy(b)
         dx, dy = xb - xa, yb - ya
         if dx > 0 and dy > 0:
@@ -62,7 +90,26 @@ class MeshGeometry:
         return -1
 
     def path(self, a: int, b: int) -> list[tuple[int, int]]:
-        """(chip, link it leaves by) for every hop from a to b."""
+        """(chip, link it leaves by) for every hop of a multicast packet from a to b."""
+        if self.searched:
+            dist, parent = _search(self, a)
+            self._reachable(dist, b, a)
+            hops = []
+            while b != a:
+                b, link = parent[b]
+                hops.append((b, link))
+            return hops[::-1]
+        hops = []
+        while (link := self.next_link(a, b)) >= 0:
+            hops.append((a, link))
+            a = self.neighbour(a, link)
+        return hops
+
+    def p2p_path(self, a: int, b: int) -> list[tuple[int, int]]:
+        """(chip, link it leaves by) for every hop of a point-to-point packet from a to b (on one board, the
+        multicast path)."""
+        if not self.searched:
+            return self.path(a, b)
         hops = []
         while (link := self.next_link(a, b)) >= 0:
             hops.append((a, link))
@@ -70,9 +117,56 @@ class MeshGeometry:
         return hops
 
     def distance(self, a: int, b: int) -> int:
+        if self.searched:
+            dist = _search(self, a)[0]
+            self._reachable(dist, b, a)
+            return dist[b]
         (xa, ya), (xb, yb) = self.xy(a), self.xy(b)
         dx, dy = xb - xa, yb - ya
         return max(abs(dx), abs(dy)) if dx * dy > 0 else abs(dx) + abs(dy)
+
+    def _reachable(self, dist: list[int], chip: int, root: int) -> None:
+        if dist[chip] < 0:
+            down = ", ".join(f"{c}:{LINK_NAMES[link]}" for c, link in sorted(self.dead) if c < self.chips)
+            raise MachineError(f"chip {chip} {self.xy(chip)} and chip {root} {self.xy(root)} are not connected: "
+                               f"the dead links ({down}) cut the mesh")
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(g: MeshGeometry, root: int) -> tuple[list[int], list]:
+    """Breadth-first search from `root` over g's live links, links tried in LINK_NAMES order: hops to every
+    chip (-1: unreachable) and every chip's (parent chip, link from the parent)."""
+    dist, parent = [-1] * g.chips, [None] * g.chips
+    dist[root] = 0
+    frontier = [root]
+    while frontier:
+        nxt = []
+        for c in frontier:
+            for link in range(6):
+                n = g.neighbour(c, link)
+                if n is not None and dist[n] < 0:
+                    dist[n], parent[n] = dist[c] + 1, (c, link)
+                    nxt.append(n)
+        frontier = nxt
+    return dist, parent
+
+
+def parse_links(specs, width: int, height: int, wrap: bool) -> frozenset:
+    """"CHIP:LINK" wire ends (e.g. "4:NE") as the set of both ends of each wire; MachineError if one names no
+    chip, no link, or leads off the board."""
+    board = MeshGeometry(width, height, wrap)
+    dead = set()
+    for spec in specs:
+        chip, _, name = str(spec).partition(":")
+        if not chip.strip().isdigit() or name.strip().upper() not in LINK_NAMES:
+            raise MachineError(f"dead link '{spec}': expected CHIP:LINK with LINK one of {', '.join(LINK_NAMES)}")
+        chip, link = int(chip), LINK_NAMES.index(name.strip().upper())
+        other = board.neighbour(chip, link) if chip < board.chips else None
+        if other is None:
+            raise MachineError(f"dead link '{spec}': chip {chip} has no such link on a {width} x {height} "
+                               f"{'torus' if wrap else 'mesh'}")
+        dead |= {(chip, link), (other, opposite(link))}
+    return frozenset(dead)
 
 
 @dataclass(frozen=True)
@@ -85,6 +179,8 @@ class Machine:
     reserved_bytes: int = 0  # SRAM kept back for code and stack; the ledger budget is sram - reserved
     router_entries: int = 16384  # multicast (key, mask, route) entries per chip router
     clock_mhz: float = 300.0
+    wrap: bool = False  # wrap-around links: the mesh is a torus (boards joined edge to edge)
+    dead_links: tuple = ()  # wires that are down, as "CHIP:LINK" (e.g. "4:NE"); routes go around them
 
     @property
     def total_pes(self) -> int:
@@ -94,7 +190,8 @@ class Machine:
     def geometry(self) -> MeshGeometry:
         w = self.width or next(w for w in range(math.isqrt(self.chips - 1) + 1, self.chips + 1)
                                if self.chips % w == 0)
-        return MeshGeometry(w, self.chips // w)
+        h = self.chips // w
+        return MeshGeometry(w, h, self.wrap, parse_links(self.dead_links, w, h, self.wrap))
 
     @property
     def pe_budget(self) -> int:
@@ -118,6 +215,11 @@ class Machine:
         for ok, message in checks:
             if not ok:
                 raise MachineError(f"machine '{self.name}': {message}")
+        g = self.geometry  # parses the dead links
+        if self.wrap and min(g.width, g.height) < 3:
+            # below 3 a row's E and W links (or a column's N and S) would join the same two chips
+            raise MachineError(f"machine '{self.name}': wrap-around needs at least 3 x 3 chips, the mesh is "
+                               f"{g.width} x {g.height}")
         return self
 
     def to_dict(self) -> dict:
@@ -138,4 +240,6 @@ PRESETS: dict[str, Machine] = {
 def make_machine(preset: str = "spinnaker2", **overrides) -> Machine:
     if preset not in PRESETS:
         raise MachineError(f"unknown machine preset '{preset}'; known: {', '.join(PRESETS)}")
+    if "dead_links" in overrides:
+        overrides["dead_links"] = tuple(overrides["dead_links"])
     return replace(PRESETS[preset], **overrides).validate()

@@ -52,6 +52,9 @@ MACHINE_SCHEMA = {
     "reserved_bytes": (int, None, _non_negative),
     "router_entries": (int, None, _positive),
     "clock_mhz": (float, None, _positive),
+    "wrap": (bool, None, None),  # wrap-around links: a torus of boards
+    "dead_links": (list, None, lambda v: None if all(isinstance(x, str) for x in v)
+                   else 'must be a list of "CHIP:LINK" strings'),  # wires that are down, e.g. ["4:NE"]
 }
 
 POPULATION_SCHEMA = {
@@ -194,10 +197,12 @@ class Recipe:
     model: str = ""  # path of the recipe's trained model, "" if none
 
     def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None,
-                       machine=None, skip_bad=None, chips=None, pes_per_chip=None) -> "Recipe":
+                       machine=None, skip_bad=None, chips=None, pes_per_chip=None, wrap=None,
+                       dead_links=None) -> "Recipe":
         """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
         corpus-based data set at another folder or archive; --machine swaps the machine preset; --chips and
-        --pes-per-chip reshape it (a network needing more PEs than a chip has spans chips)."""
+        --pes-per-chip reshape it (a network needing more PEs than a chip has spans chips); --wrap joins the
+        mesh into a torus, --dead-link takes wires down."""
         r = self
         from .errors import MachineError
         if machine is not None:
@@ -205,14 +210,18 @@ class Recipe:
                 r = replace(r, machine=make_machine(machine))
             except MachineError as e:
                 raise RecipeError(f"--machine: {e}") from None
-        if chips is not None or pes_per_chip is not None:
+        if chips is not None or pes_per_chip is not None or wrap is not None or dead_links is not None:
             shape = {"chips": chips, "width": 0} if chips is not None else {}
             if pes_per_chip is not None:
                 shape["pes_per_chip"] = pes_per_chip
+            if wrap is not None:
+                shape["wrap"] = bool(wrap)
+            if dead_links is not None:
+                shape["dead_links"] = tuple(dead_links)
             try:
                 r = replace(r, machine=replace(r.machine, **shape).validate())
             except MachineError as e:
-                raise RecipeError(f"--chips/--pes-per-chip: {e}") from None
+                raise RecipeError(f"--chips/--pes-per-chip/--wrap/--dead-link: {e}") from None
         if data is not None:
             if "path" not in r.data:
                 raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "

@@ -145,6 +145,8 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "router_entries": b.mapping.router_entries,
         "chips": len(b.mapping.tables),
         "mesh": [recipe.machine.geometry.width, recipe.machine.geometry.height],
+        "wrap": recipe.machine.wrap,
+        "dead_links": list(recipe.machine.dead_links),
         "hops": b.mapping.hops,
         "chip_nodes": raw.chip_nodes,
         "pes_per_process": pes_per_process if engine == "ray" else None,

@@ -44,6 +44,45 @@ def test_mesh_paths_are_shortest_and_stay_on_the_grid():
         make_machine(chips=6, width=4)
 
 
+@pytest.mark.parametrize("shape", [dict(chips=12, width=4, wrap=True), dict(chips=12, width=4, dead_links=["5:E", "1:N"]),
+                                   dict(chips=9, wrap=True, dead_links=["4:NE", "0:W"])])
+def test_searched_routes_are_shortest_trees_over_live_links(shape):
+    """On a torus or around dead links: every multicast path runs over live links and is as short as any
+    (breadth-first distance); the paths from one source form a tree (no chip entered by two links); a
+    point-to-point packet reaches its destination in `distance` hops from wherever it is."""
+    g = make_machine(**shape).geometry
+    assert g.searched
+    for a in range(g.chips):
+        entered = {}
+        for b in range(g.chips):
+            path = g.path(a, b)
+            assert len(path) == g.distance(a, b) == g.distance(b, a) == len(g.p2p_path(a, b))
+            at = a
+            for chip, link in path:
+                assert chip == at and (chip, link) not in g.dead
+                at = g.neighbour(chip, link)
+                assert at is not None and entered.setdefault(at, (chip, link)) == (chip, link)
+            assert at == b
+    if g.wrap and not g.dead:  # the ends of a row are neighbours, and the far corner is one hop away
+        assert g.neighbour(0, LINK_NAMES.index("W")) == g.width - 1 and g.distance(0, g.chips - 1) == 1
+    for chip, link in g.dead:
+        assert g.neighbour(chip, link) is None
+
+
+def test_wrap_and_dead_links_are_checked():
+    with pytest.raises(MachineError, match="wrap-around needs at least 3 x 3 chips"):
+        make_machine(chips=4, wrap=True)
+    with pytest.raises(MachineError, match="chip 0 has no such link"):
+        make_machine(chips=4, dead_links=["0:W"])
+    with pytest.raises(MachineError, match="expected CHIP:LINK"):
+        make_machine(chips=4, dead_links=["0-E"])
+    cut = make_machine(chips=3, width=3, pes_per_chip=4, dead_links=["0:E"])  # chip 0 cut off from 1 and 2
+    with pytest.raises(MachineError, match=r"chip 1 \(1, 0\) and chip 0 \(0, 0\) are not connected"):
+        cut.geometry.path(0, 1)
+    with pytest.raises(MachineError, match="not connected"):
+        build(dataclasses.replace(smoke(pes=8), machine=cut), load_data=False)
+
+
 def row_mapping():
     """Four chips in a row, one PE each (PE p on chip p), the host on chip 0; flows: PE 0 -> PE 3 (straight
     through chips 1 and 2), PE 3 -> the host, PE 1 -> PEs 0 and 2 (a tree branching both ways)."""
@@ -143,6 +182,26 @@ def test_a_network_spanning_chips_gives_the_one_chip_digest(shape):
     assert many == one
     assert c["dropped"] == 0 and sum(c["link_sent"].values()) > 0
     assert c["delivered"] == c1["delivered"]  # every endpoint got the same packets, wherever it sits
+
+
+@pytest.mark.parametrize("machine", [dict(wrap=True), dict(dead_links=("4:E", "4:N", "0:NE"))])
+def test_a_torus_and_dead_links_give_the_one_chip_digest(machine):
+    """Nine chips of one PE each: on a torus packets take the wrap-around links; with dead links they go
+    around them (no packet on a dead wire); the results are those of one chip either way."""
+    one, c1, _ = digest(smoke(epochs=1, batch=4, pes=8))
+    plain, _, b_plain = digest(smoke(epochs=1, batch=4, pes=8, chips=9, pes_per_chip=1))
+    r = smoke(epochs=1, batch=4, pes=8, chips=9, pes_per_chip=1)
+    r = dataclasses.replace(r, machine=dataclasses.replace(r.machine, **machine).validate())
+    many, c, b = digest(r)
+    assert many == plain == one and c["dropped"] == 0 and c["delivered"] == c1["delivered"]
+    per_link = {(x["chip"], name): n for x in c["chips"] for name, n in x["link_sent"].items()}
+    g = b.mapping.machine.geometry
+    if g.wrap:
+        assert b.mapping.hops < b_plain.mapping.hops  # wrap-around shortens paths
+        assert per_link[(0, "W")] + per_link[(0, "S")] + per_link[(0, "SW")] > 0  # links the board lacks
+    for chip, link in g.dead:
+        assert per_link.get((chip, LINK_NAMES[link]), 0) == 0
+    assert sum(c["link_sent"].values()) > 0
 
 
 def test_layered_and_bptt_networks_span_chips():
