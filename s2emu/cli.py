@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -538,6 +539,7 @@ def main(argv=None) -> int:
             if given:
                 err_console.print(f"error: {flag} needs --engine ray")
                 return 2
+    json_out = _stdout_for_json() if args.json else None
     try:
         result = COMMANDS[args.command](args)
     except S2EmuError as e:
@@ -547,8 +549,25 @@ def main(argv=None) -> int:
         err_console.print("interrupted")
         return 130
     if args.json:
-        sys.stdout.write(json.dumps(_jsonable(result), default=_json_default) + "\n")
+        json_out.write(json.dumps(_jsonable(result), default=_json_default) + "\n")
+        json_out.flush()
     return 0
+
+
+def _stdout_for_json():
+    """Where --json writes its one object: the process's stdout, which from now on carries nothing else.
+    Whatever else writes to file descriptor 1 meanwhile (Ray's raylet warnings when many actors start, a
+    library's print, a child process) goes to stderr. In-process callers with a captured sys.stdout keep it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdout
+    if fd != 1:
+        return sys.stdout
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return out
 
 
 def _json_default(o):

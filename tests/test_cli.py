@@ -24,6 +24,26 @@ def test_info_json():
     assert "smoke" in info["recipes"]
 
 
+def test_json_keeps_stdout_for_its_object_whatever_else_writes_there():
+    """Ray's raylet prints warnings on the driver's stdout when many actors start; a library may print; a
+    child process inherits stdout. With --json all of that goes to stderr and stdout holds the one object."""
+    code = ("import os, subprocess, sys\n"
+            "import s2emu.cli as cli\n"
+            "info = cli.COMMANDS['info']\n"
+            "def noisy(args):\n"
+            "    os.write(1, b'raw write to fd 1\\n')\n"
+            "    print('a print')\n"
+            "    subprocess.run([sys.executable, '-c', 'print(\"a child process\")'], check=True)\n"
+            "    return info(args)\n"
+            "cli.COMMANDS['info'] = noisy\n"
+            "sys.exit(cli.main(['info', '--json']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "smoke" in json.loads(p.stdout)["recipes"]
+    for noise in ("raw write to fd 1", "a print", "a child process"):
+        assert noise in p.stderr and noise not in p.stdout
+
+
 def test_run_json_is_one_object_with_stable_keys():
     p = s2emu("run", "recipes/smoke.toml", "--epochs", "1", "--batch", "8", "--json")
     assert p.returncode == 0, p.stderr

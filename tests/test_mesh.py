@@ -236,6 +236,14 @@ def test_ray_runs_one_router_actor_per_chip_with_the_local_bits(ray_local):
 
 
 @pytest.mark.ray
+def test_ray_on_a_torus_with_a_dead_link_has_the_local_bits_and_counters(ray_local):
+    r = smoke(epochs=1, batch=2, pes=8, chips=9, pes_per_chip=1, wrap=True, dead_links=["4:E"])
+    r = dataclasses.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
+    local, ray = digest(r), digest(r, "ray")
+    assert ray[0] == local[0] and ray[1] == local[1] and local[1]["dropped"] == 0
+
+
+@pytest.mark.ray
 def test_a_pe_error_on_another_chip_is_raised_as_itself_and_not_retried(ray_local):
     """PE 2 (chip 1 of 3) forgets a key and raises PacketError; its router fails and closes its links, so the
     other routers see a channel close; the driver still raises the PE's error, as the local engine does, and
