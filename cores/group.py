@@ -24,6 +24,8 @@ import pickle
 
 import numpy as np
 
+from s2emu.errors import PacketError
+
 from .pe import NeuronPE, make_pe, neuron_tick
 
 
@@ -132,7 +134,10 @@ class NeuronGroup:
         cols = []
         for m in self.members:
             if m._columns is None and len(m.km_keys):
-                m._dense_layout()
+                try:
+                    m._dense_layout()
+                except PacketError:  # a faulty key map: the PE raises it itself, at its first batch
+                    m._columns = None
             cols.append(m._columns)
         self.fast = all(c is not None and c == cols[0] for c in cols)
         if not self.fast:  # members that do not share one layout step on their own, every tick
@@ -190,6 +195,8 @@ class NeuronGroup:
         if not got:
             return [None] * (n_blocks - 1), []
         parts = [(keys, owner) for keys, owner in ((spikes, spike_owner), (payload_keys, payload_owner)) if keys]
+        if not parts:  # point-to-point packets alone: each PE counts them
+            return None
         # member p's key k is p << 32 | k in the group's table; spikes first, then payloads
         keys = np.concatenate([np.repeat(np.array(owner, np.int64) << 32, [len(k) for k in ks])
                                + np.concatenate(ks) for ks, owner in parts])

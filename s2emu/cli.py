@@ -539,35 +539,45 @@ def main(argv=None) -> int:
             if given:
                 err_console.print(f"error: {flag} needs --engine ray")
                 return 2
-    json_out = _stdout_for_json() if args.json else None
+    json_out, give_back = _stdout_for_json() if args.json else (None, None)
     try:
-        result = COMMANDS[args.command](args)
-    except S2EmuError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        return 130
-    if args.json:
-        json_out.write(json.dumps(_jsonable(result), default=_json_default) + "\n")
-        json_out.flush()
-    return 0
+        try:
+            result = COMMANDS[args.command](args)
+        except S2EmuError as e:
+            err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+            return 2
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            return 130
+        if args.json:
+            json_out.write(json.dumps(_jsonable(result), default=_json_default) + "\n")
+            json_out.flush()
+        return 0
+    finally:
+        if give_back is not None:
+            give_back()
 
 
 def _stdout_for_json():
-    """Where --json writes its one object: the process's stdout, which from now on carries nothing else.
-    Whatever else writes to file descriptor 1 meanwhile (Ray's raylet warnings when many actors start, a
-    library's print, a child process) goes to stderr. In-process callers with a captured sys.stdout keep it."""
+    """(where --json writes its one object, a function that gives stdout back or None). While the command
+    runs, whatever else writes to file descriptor 1 (Ray's raylet warnings when many actors start, a
+    library's print, a child process) goes to stderr, so stdout carries the object alone; afterwards stdout
+    is stdout again (for in-process callers). A captured sys.stdout (not descriptor 1) is left as it is."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):
-        return sys.stdout
+        return sys.stdout, None
     if fd != 1:
-        return sys.stdout
+        return sys.stdout, None
     sys.stdout.flush()
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    return out
+
+    def give_back():
+        sys.stdout.flush()
+        os.dup2(out.fileno(), 1)
+        out.close()
+    return out, give_back
 
 
 def _json_default(o):

@@ -36,10 +36,14 @@ def test_json_keeps_stdout_for_its_object_whatever_else_writes_there():
             "    subprocess.run([sys.executable, '-c', 'print(\"a child process\")'], check=True)\n"
             "    return info(args)\n"
             "cli.COMMANDS['info'] = noisy\n"
-            "sys.exit(cli.main(['info', '--json']))\n")
+            "assert cli.main(['info', '--json']) == 0\n"
+            "assert cli.main(['info', '--json']) == 0\n"  # an in-process caller gets stdout back each time
+            "print('after')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert "smoke" in json.loads(p.stdout)["recipes"]
+    first, second, after = p.stdout.splitlines()
+    assert "smoke" in json.loads(first)["recipes"] and json.loads(second) == json.loads(first)
+    assert after == "after"
     for noise in ("raw write to fd 1", "a print", "a child process"):
         assert noise in p.stderr and noise not in p.stdout
 

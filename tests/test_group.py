@@ -120,3 +120,14 @@ def test_a_learning_signal_sent_to_every_member_is_refused_by_the_ones_it_is_not
         g.step(5, [batch] * g.P)
     assert str(group_error.value) == str(alone_error.value) and "PE 1 " in str(group_error.value)
     assert g.at == 1
+
+
+def test_a_faulty_key_map_is_raised_by_its_pe_when_it_first_decodes_not_when_the_group_forms():
+    b = build(smoke(epochs=1, batch=1, pes=4))
+    km = b.pe_configs[1]["keymap"]
+    km["row"] = np.asarray(km["row"]).copy()
+    km["row"][0] = 10_000  # past its projection
+    pes, groups = make_pes(b.pe_configs)  # forming the group raises nothing
+    assert groups and 1 in groups[0].endpoints
+    with pytest.raises(PacketError, match=r"PE 1 .*key map names a row or projection it does not have"):
+        run_local(b)
