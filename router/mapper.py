@@ -130,6 +130,8 @@ class Mapping:
                       "rows": [{"key": f"0x{e.key:08x}", "mask": f"0x{e.mask:08x}", "route": e.route}
                                for e in self.table.entries]},
             "mesh": [self.machine.geometry.width, self.machine.geometry.height],
+            "wrap": self.machine.wrap,
+            "dead_links": list(self.machine.dead_links),
             "hops": self.hops,
             "chips": [{"chip": c, "xy": list(self.machine.geometry.xy(c)), "endpoints": self.chip_endpoints(c),
                        "entries": len(t), "rows": t.to_rows()} for c, t in sorted(self.tables.items())],

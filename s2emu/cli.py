@@ -397,6 +397,11 @@ def cmd_map(args) -> dict:
         from .router.table import endpoints_of, links_of
         from .machine import LINK_NAMES
         m = b.mapping
+        if len(m.tables) > 1:
+            g = m.machine.geometry
+            down = sorted(f"{c}:{LINK_NAMES[link]}" for c, link in g.dead)
+            out_console.print(f"mesh {g.width} x {g.height}{' torus' if g.wrap else ''}, {len(m.tables)} chips in use, "
+                              f"{m.hops} hops a tick" + (f"; dead wire ends: {', '.join(down)}" if down else ""))
         for chip, table in sorted(m.tables.items()):
             on_chip = m.chip_endpoints(chip)
             where = f"chip {chip} {m.machine.geometry.xy(chip)}: " if len(m.tables) > 1 else ""

@@ -272,3 +272,14 @@ def test_map_shows_every_chip_table():
     assert d["chips"][3]["endpoints"] == [] and d["chips"][0]["endpoints"] == [0, 1, 2, 9]
     assert sum(c["entries"] for c in d["chips"]) == d["router_entries"] > d["table"]["entries"] > 0
     assert all(r["links"] and not r["endpoints"] for r in d["chips"][3]["rows"])  # chip 3 only turns packets
+
+
+def test_map_names_a_torus_and_its_dead_links():
+    args = [sys.executable, "-m", "s2emu", "map", "smoke", "--pes", "8", "--chips", "9", "--pes-per-chip", "1",
+            "--wrap", "--dead-link", "4:E"]
+    d = json.loads(subprocess.run(args + ["--json"], capture_output=True, text=True, check=True).stdout)
+    assert d["mesh"] == [3, 3] and d["wrap"] is True and d["dead_links"] == ["4:E"] and d["hops"] == 2
+    text = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    assert "mesh 3 x 3 torus, 9 chips in use, 2 hops a tick; dead wire ends: 4:E, 5:W" in text
+    bad = subprocess.run(args[:-1] + ["4:X"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected CHIP:LINK" in bad.stderr and not bad.stdout
