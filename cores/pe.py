@@ -12,6 +12,9 @@ shapes); everything else is elementwise.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 
 from s2emu.errors import PacketError
@@ -28,12 +31,24 @@ WORK = ("macs", "accesses", "packets_in", "packets_out", "optimizer_elements")  
 OPTIMIZER_WEIGHT = 20  # an Adam step of one weight takes about 20 MACs' time (s2emu/chipmodel.py: 57 cycles vs 3)
 
 _EMPTY_U32 = shared_empty(np.uint32, (0,))
+_WORK_OF = operator.itemgetter(*WORK)  # a PE's counters -> its WORK tuple
+
+
+@functools.lru_cache(maxsize=None)
+def _no_payloads(streams: int) -> tuple:
+    """A batch's parts after its spike keys when it has nothing else: MCP keys and payload, P2P dest, tag and
+    payload, each an empty read-only array."""
+    return (_EMPTY_U32, shared_empty(np.float32, (0, streams)), _EMPTY_U32, _EMPTY_U32,
+            shared_empty(np.uint32, (0, streams)))
 
 
 def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=None,
                p2p_dest=None, p2p_tag=None, p2p_payload=None) -> PacketBatch:
     """A packet batch from optional parts (missing parts are empty)."""
     u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
+    if mcp_keys is None and p2p_dest is None and mcp_payload is None and p2p_tag is None and p2p_payload is None:
+        # spikes alone (or nothing): a PE's batch on most ticks
+        return PacketBatch.unchecked(int(src), int(tick), int(streams), u32(mc_keys), *_no_payloads(streams))
     m = u32(mcp_keys)
     p = u32(p2p_dest)
     # the conversions above give every array its dtype and shape, which is all the checked constructor
@@ -305,11 +320,11 @@ class ProcessingElement:
     def _out(self, tick, **parts) -> PacketBatch:
         """The tick's outbound batch; every step ends here, so the tick's work is noted here too."""
         batch = make_batch(self.pe_id, tick, self.B, **parts)
-        self.counters["packets_out"] += len(batch)
-        now = tuple(self.counters[k] for k in WORK)
+        c = self.counters
+        c["packets_out"] += len(batch)
+        now = _WORK_OF(c)
         work = [a - b for a, b in zip(now, self._work_before)]
         self._work_before = now
-        c = self.counters
         if work[0] + work[1] + OPTIMIZER_WEIGHT * work[4] > \
                 c["peak_tick_macs"] + c["peak_tick_accesses"] + OPTIMIZER_WEIGHT * c["peak_tick_optimizer_elements"]:
             c.update({f"peak_tick_{k}": v for k, v in zip(WORK, work)})
