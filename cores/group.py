@@ -26,7 +26,7 @@ import numpy as np
 
 from s2emu.errors import PacketError
 
-from .pe import NeuronPE, make_pe, neuron_tick
+from .pe import NeuronPE, find_each_once, make_pe, neuron_tick
 
 
 class StackedStore:
@@ -143,11 +143,11 @@ class NeuronGroup:
         if not self.fast:  # members that do not share one layout step on their own, every tick
             return
         self._columns = cols[0]
-        self._synapse_columns = cols[0][-1][0]
+        self._synapse_columns = cols[0][-1][0]  # the projections' sources; the learning signal after them
         # one member's decode serves all only where every member reads every source key the same way
         synapse_maps = [(m.km_keys[m._km_block < len(cols[0]) - 1].tobytes(),
                          m._km_column[m._km_block < len(cols[0]) - 1].tobytes()) for m in self.members]
-        self._one_map = all(sm == synapse_maps[0] for sm in synapse_maps)  # the projections' sources; the learning signal after them
+        self._one_map = all(sm == synapse_maps[0] for sm in synapse_maps)
         self._table = np.concatenate([(p << 32) + m.km_keys.astype(np.int64) for p, m in enumerate(self.members)])
         self._padded = np.append(self._table, self._table[-1])
         self._member = np.repeat(np.arange(self.P), [len(m.km_keys) for m in self.members])
@@ -200,12 +200,8 @@ class NeuronGroup:
         # member p's key k is p << 32 | k in the group's table; spikes first, then payloads
         keys = np.concatenate([np.repeat(np.array(owner, np.int64) << 32, [len(k) for k in ks])
                                + np.concatenate(ks) for ks, owner in parts])
-        pos = np.searchsorted(self._table, keys)
-        if (self._padded[pos] != keys).any():
-            return None
-        order = np.arange(len(keys))
-        self._mark[pos] = order  # a repeated key keeps only one of its indices
-        if (self._mark[pos] != order).any():
+        pos = find_each_once(keys, self._table, self._padded, self._mark)
+        if pos is None:
             return None
         member, column = self._member[pos], self._column[pos]
         dense = np.zeros((self.P, self.B, self._columns[-1][1]), np.float32)

@@ -153,6 +153,18 @@ def _traces(S, x: list, psi: np.ndarray) -> None:
             S.grad[q] += ebar
 
 
+def find_each_once(keys: np.ndarray, table: np.ndarray, padded: np.ndarray, mark: np.ndarray) -> np.ndarray | None:
+    """Each key's position in the sorted `table`, or None if a key is not there or comes twice. `padded` is the
+    table with its last key repeated (searchsorted gives len(table) past the last key, and that slot holds a
+    key that such keys exceed); `mark` is scratch of the table's length."""
+    pos = np.searchsorted(table, keys)
+    if (padded[pos] != keys).any():
+        return None
+    order = np.arange(len(keys))
+    mark[pos] = order  # a repeated key keeps only one of its indices
+    return None if (mark[pos] != order).any() else pos
+
+
 def _get_path(obj, path: str):
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -228,15 +240,8 @@ class ProcessingElement:
         if self._columns is None:
             self._dense_layout()
         keys, vals = self._keys_values(inbound)
-        pos = np.searchsorted(self.km_keys, keys)
-        if (self._km_keys_padded[pos] != keys).any():
-            return None
-        n = len(keys)
-        if n > len(self._order):
-            self._order = np.arange(2 * n)
-        order = self._order[:n]
-        self._mark[pos] = order  # a repeated key keeps only one of its indices
-        if (self._mark[pos] != order).any():
+        pos = find_each_once(keys, self.km_keys, self._km_keys_padded, self._mark)
+        if pos is None:
             return None
         dense = np.zeros((self.B, self._columns[-1][1]), np.float32)
         dense[:, self._km_column[pos]] = 1 if vals is None else vals.T
@@ -257,10 +262,8 @@ class ProcessingElement:
             raise PacketError(f"{self.label}: its key map names a row or projection it does not have")
         self._km_block = block
         self._km_column = (edges[block] + self.km_row).astype(np.intp)
-        # searchsorted gives len(km_keys) past the last key: that slot holds the last key, which such keys exceed
         self._km_keys_padded = np.append(self.km_keys, self.km_keys[-1])
         self._mark = np.empty(len(self.km_keys), np.intp)
-        self._order = np.arange(64)
 
     def _decode_slow(self, inbound: PacketBatch):
         """_decode in key order through _lookup: repeated keys add up in that order; errors are raised."""

@@ -430,11 +430,12 @@ def _actor_classes():
                 for c, endpoints in enumerate(self.processes):
                     for e in endpoints:
                         batch = routed[e]
-                        if len(batch):
-                            got = encoded.get(id(batch))
-                            self.inbound[e] = got if got is not None else encoded.setdefault(id(batch), encode(batch))
-                        else:
+                        if not len(batch):
                             self.inbound[e] = None  # None: just the tick
+                            continue
+                        if id(batch) not in encoded:
+                            encoded[id(batch)] = encode(batch)
+                        self.inbound[e] = encoded[id(batch)]
                     if nxt < end:
                         self._send(c, nxt)
                 self.sent = nxt if nxt < end else None

@@ -399,7 +399,7 @@ def cmd_map(args) -> dict:
         m = b.mapping
         if len(m.tables) > 1:
             g = m.machine.geometry
-            down = sorted(f"{c}:{LINK_NAMES[link]}" for c, link in g.dead)
+            down = g.dead_wire_ends()
             out_console.print(f"mesh {g.width} x {g.height}{' torus' if g.wrap else ''}, {len(m.tables)} chips in use, "
                               f"{m.hops} hops a tick" + (f"; dead wire ends: {', '.join(down)}" if down else ""))
         for chip, table in sorted(m.tables.items()):

@@ -91,25 +91,19 @@ class MeshGeometry:
 
     def path(self, a: int, b: int) -> list[tuple[int, int]]:
         """(chip, link it leaves by) for every hop of a multicast packet from a to b."""
-        if self.searched:
-            dist, parent = _search(self, a)
-            self._reachable(dist, b, a)
-            hops = []
-            while b != a:
-                b, link = parent[b]
-                hops.append((b, link))
-            return hops[::-1]
+        if not self.searched:
+            return self.p2p_path(a, b)
+        dist, parent = _search(self, a)
+        self._reachable(dist, b, a)
         hops = []
-        while (link := self.next_link(a, b)) >= 0:
-            hops.append((a, link))
-            a = self.neighbour(a, link)
-        return hops
+        while b != a:
+            b, link = parent[b]
+            hops.append((b, link))
+        return hops[::-1]
 
     def p2p_path(self, a: int, b: int) -> list[tuple[int, int]]:
-        """(chip, link it leaves by) for every hop of a point-to-point packet from a to b (on one board, the
-        multicast path)."""
-        if not self.searched:
-            return self.path(a, b)
+        """(chip, link it leaves by) for every hop of a point-to-point packet from a to b: next_link at every
+        chip (on one board that is also the multicast path)."""
         hops = []
         while (link := self.next_link(a, b)) >= 0:
             hops.append((a, link))
@@ -125,11 +119,14 @@ class MeshGeometry:
         dx, dy = xb - xa, yb - ya
         return max(abs(dx), abs(dy)) if dx * dy > 0 else abs(dx) + abs(dy)
 
+    def dead_wire_ends(self) -> list[str]:
+        """Both ends of every dead wire, as "CHIP:LINK", sorted by chip and link."""
+        return [f"{c}:{LINK_NAMES[link]}" for c, link in sorted(self.dead)]
+
     def _reachable(self, dist: list[int], chip: int, root: int) -> None:
         if dist[chip] < 0:
-            down = ", ".join(f"{c}:{LINK_NAMES[link]}" for c, link in sorted(self.dead) if c < self.chips)
             raise MachineError(f"chip {chip} {self.xy(chip)} and chip {root} {self.xy(root)} are not connected: "
-                               f"the dead links ({down}) cut the mesh")
+                               f"the dead links ({', '.join(self.dead_wire_ends())}) cut the mesh")
 
 
 @functools.lru_cache(maxsize=4096)
