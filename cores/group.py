@@ -59,13 +59,15 @@ class StackedStore:
 
 def group_key(config: dict):
     """What PEs must share to be stepped together (None: this PE steps alone). Every array of a neuron PE ends
-    with its neuron axis but the per-source eligibility traces, so those PEs step alone."""
+    with its neuron axis but the per-source eligibility traces and the delay rings, so those PEs step alone."""
     lc = config["learning"]
-    if config["role"] != "neuron" or (lc["rule"] != "none" and lc["eligibility_layout"] != "per_synapse"):
+    if config["role"] != "neuron" or (lc["rule"] != "none" and lc["eligibility_layout"] != "per_synapse") \
+            or any(pr.get("delay", 1) > 1 for pr in config["incoming"]):  # a delay ring has no neuron axis either
         return None
     projections = tuple((pr["name"], pr["pre"], pr["n_pre"], pr["self_recurrent"]) for pr in config["incoming"])
     return (config["population"], config["hi"] - config["lo"], config["streams"], config["budget"], projections,
-            pickle.dumps((config["learning"], config["constants"], config["record"], config["clock"])))
+            pickle.dumps((config["learning"], config["constants"], config["record"], config["clock"],
+                          config.get("offset"))))
 
 
 def make_pes(configs: list[dict], group: bool = True) -> tuple[list, list["NeuronGroup"]]:
@@ -225,7 +227,7 @@ class NeuronGroup:
         self.at = 0
         m0 = self.members[0]
         sample, s = m0.clock.where(tick)
-        got = self._decode(inbounds) if self.fast and 0 < s <= m0.T else None
+        got = self._decode(inbounds) if self.fast and m0.steps_at(s) else None
         if got is None:
             return [self._each(p).step(tick, ib) for p, ib in enumerate(inbounds)]
         x, signals = got

@@ -212,6 +212,7 @@ class ProcessingElement:
         self._work_before = (0,) * len(WORK)
         self.updates = 0  # optimizer steps taken (Adam's t)
         self._columns = None  # _scatter's layout, made on first use (_dense_layout)
+        self.rings = []  # per projection: its delay ring (cores/timing.py) or None (delay 1); _alloc_projection
 
     # -- inbound -------------------------------------------------------------------------------------------
     def _decode(self, inbound: PacketBatch | None):
@@ -320,6 +321,31 @@ class ProcessingElement:
         unique = bool((step != 0).all())  # sorted: repeats are neighbours
         return self.km_kind[pos], self.km_proj[pos], self.km_row[pos], vals, unique
 
+    def _delayed(self, tick: int, inbound: PacketBatch | None, x: list) -> list:
+        """The presynaptic values that act at `tick` (cores/timing.py). A delay-1 projection's act as they
+        arrive; a delayed projection's wait in its ring, in the slot of the tick they act at (sent + delay),
+        and leave it then. Values that would act in a later sample than they were sent in are dropped: each
+        sample starts from rest. The ring does not care how late a batch arrives, as long as it is no later
+        than the tick its values act at: that is what lets an engine deliver a window of ticks at once."""
+        if not any(r is not None for r in self.rings):
+            return x
+        sent = None if inbound is None else inbound.tick
+        out = list(x)
+        for q, ring in enumerate(self.rings):
+            if ring is None:
+                continue
+            d = ring.shape[1]
+            if x[q] is not None and self.clock.where(sent + d)[0] == self.clock.where(sent)[0]:
+                if sent + d < tick:
+                    raise PacketError(f"{self.label}: values sent at tick {sent} arrived at tick {tick}, after "
+                                      f"they should have acted (delay {d})")
+                ring[:, (sent + d) % d] = x[q]
+            slot = ring[:, tick % d]
+            out[q] = slot.copy() if slot.any() else None
+            slot[...] = 0
+            self._count(0, 2 * slot.size)  # the slot read and cleared
+        return out
+
     def _out(self, tick, **parts) -> PacketBatch:
         """The tick's outbound batch; every step ends here, so the tick's work is noted here too."""
         batch = make_batch(self.pe_id, tick, self.B, **parts)
@@ -339,6 +365,9 @@ class ProcessingElement:
         w = self.ledger.alloc(f"{pr['name']}.weights", (pr["n_pre"], n))
         w[...] = pr["weights"]
         self.W.append(w)
+        d = int(pr.get("delay", 1))  # a delayed projection's values wait in a ring of d ticks: [B, d, n_pre]
+        self.rings.append(self.ledger.alloc(f"{pr['name']}.delay_ring", (d, pr["n_pre"]), batched=True)
+                          if d > 1 else None)
         if self.learning:
             self.adam.append(Adam(self.ledger, pr["name"], (pr["n_pre"], n), beta1=lc["beta1"], beta2=lc["beta2"],
                                   eps=lc["eps"], l2=lc["l2"], counts=self.counters))
@@ -420,34 +449,45 @@ class NeuronPE(ProcessingElement):
         self.record_spikes, self.record_voltage = config["record"]["spikes"], config["record"]["voltage"]
         self.spike_log: list[np.ndarray] = []
         self.voltage_log: list[np.ndarray] = []
-        self.pending = False  # a learning signal has arrived for the sample that just ended
+        self.pending = False  # online: learning signals have arrived for the sample that just ended
+        self.offset = int(config.get("offset", 1))  # local tick of its first step in a sample (cores/timing.py)
         self._scratch_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._trace_work = self._trace_work_per_tick()
+
+    def steps_at(self, s: int) -> bool:
+        """Does it step its neurons at local tick s? T steps from its offset; before them the input is on
+        its way, after them the readout reads the last spikes."""
+        return self.offset <= s < self.offset + self.T
 
     def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
         x, err, _ = self._decode(inbound)
         sample, s = self.clock.where(tick)
+        x = self._delayed(tick, inbound, x)
         if err is not None:
             self._take_learning_signal(err)
+            if not self.online:  # the end-of-sample signal comes once: update as it arrives
+                done = self.clock.where(inbound.tick)[0]
+                if self.clock.learns(done):
+                    self._update(done)
+                self.pending = False
         if s == 0:
             if self.pending and self.clock.learns(sample - 1):
                 self._update(sample - 1)
             self.pending = False
             self._reset()
             return self._out(tick)
-        if s > self.T:  # the readout's last tick of this sample; nothing for the neurons to do
+        if not self.steps_at(s):
             return self._out(tick)
         # traces only where the sample learns: a test sample's would never meet a learning signal (the readout
         # sends none, and the last one of a training sample arrives at the next sample's tick 0, before reset)
         return self._advance(tick, x, self.learning and self.clock.learns(sample))
 
     def _reset(self):
+        # not the gradient slot: at the end of a sample it holds the ebar sum until the learning signal
+        # arrives, which may be after this tick (a windowed exchange delivers it late); _update clears it
         for arr in (self.v, self.a, self.z, *self.epsv, *self.epsa, *self.ebar):
             if arr is not None:
                 arr[...] = 0
-        if not self.online:
-            for g in self.grad:
-                g[...] = 0
 
     def _advance(self, tick, x, learn: bool) -> PacketBatch:
         self._note_work(neuron_tick(self, x, learn), learn)
@@ -529,8 +569,7 @@ class NeuronPE(ProcessingElement):
                 j = np.arange(self.n)
                 g[j + self.lo, j] = 0
             self.adam[q].step(self.W[q], g, lr, self.updates)
-            if self.online:
-                g[...] = 0
+            self.grad[q][...] = 0
         self.counters["updates"] += 1
 
     def recordings(self) -> dict:
@@ -572,9 +611,11 @@ class ReadoutPE(ProcessingElement):
         self.value_keys = np.asarray(config["out_keys"], dtype=np.uint32)
         self.error_keys = [np.asarray(k, dtype=np.uint32) for k in config["error_keys"]]
         self.eye = np.eye(n, dtype=np.float32)
+        self.offset = int(config.get("offset", 2))  # local tick of its first step in a sample (cores/timing.py)
 
     def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
         x, err, inbound = self._decode(inbound)
+        x = self._delayed(tick, inbound, x)
         if err is not None:
             raise PacketError(f"{self.label}: a readout receives no learning signal")
         if inbound is not None and len(inbound.p2p_dest):
@@ -585,7 +626,7 @@ class ReadoutPE(ProcessingElement):
                 if arr is not None:
                     arr[...] = 0
             return self._out(tick)
-        if s < 2:
+        if s < self.offset:
             return self._out(tick)
         learn = self.learning and self.clock.learns(sample)
         self.y *= self.kappa
@@ -608,7 +649,7 @@ class ReadoutPE(ProcessingElement):
                 self._accumulate_readout_grad(q, self.zbar[q], e)
                 keys.append(self.error_keys[q])
                 payloads.append(self._signal(q, e))
-        if s == self.T + 1:
+        if s == self.offset + self.T - 1:
             y_mean = self.y_sum / np.float32(self.T)
             keys.append(self.value_keys)
             payloads.append(y_mean.T)

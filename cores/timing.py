@@ -13,6 +13,12 @@ A sample of T input frames therefore flows through the chip in S = T + 2 ticks (
                  which receive it at s = 0 of the next sample
 A run of N samples takes N*S + 1 ticks: the last tick only delivers the last learning signal.
 
+Delays. A projection of delay d (network.py) acts d ticks after its values are sent; the PE holds them in a
+ring of d ticks (cores/pe.py ProcessingElement._delayed), as SpiNNaker's synaptic input buffers do. The
+input's projections share one delay d_in and the readout's incoming ones d_out, so the table above becomes:
+neurons step at s = d_in .. d_in+T-1, the readout at s = d_in+d_out .. S-1, S = T + d_in + d_out (d_in =
+d_out = 1: the table above). What would act in a later sample than it was sent in is dropped.
+
 A layered network (cores/mlp.py) has its own depth: S = T + 2 on one PE, S = T + 5 + 2P split over P PEs.
 A BPTT stack split over PEs (cores/bptt_pe.py) pauses the input while a window's backward pass runs: its
 frames leave the host at the ticks `frames` lists instead of at s = 0..T-1.

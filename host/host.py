@@ -135,7 +135,7 @@ class Host:
         pos = np.minimum(pos, len(self.value_keys) - 1)
         if np.any(self.value_keys[pos] != inbound.mcp_keys):
             raise PacketError(f"host: received unknown key at tick {tick}")
-        sample = self.clock.where(tick)[0] - 1  # values of sample k arrive at s = 0 of sample k+1
+        sample = self.clock.where(inbound.tick)[0]  # sent at sample k's last tick, they arrive in sample k+1
         self.scores[sample][:, pos] = inbound.mcp_payload.T
 
     def results(self) -> dict:

@@ -16,7 +16,6 @@ from .cores.neurons import NeuronConstants
 from .cores.mlp import KIND_ACTS, KIND_CHAIN, KIND_COUNTS, layered_depth
 from .cores.bptt_pe import KIND_CHAIN_DONE, KIND_CHAIN_PART, KIND_ERRORS, KIND_SPIKES, bptt_schedule
 from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
-from .cores.timing import PIPELINE_DEPTH
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
 from .host.host import Plan, make_plan
 from .network import initial_weights, random_feedback
@@ -95,7 +94,8 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
     if plan is None:
         plan = make_plan(len(dataset.y_train), len(dataset.y_test), epochs=recipe.schedule.epochs, batch=B,
                          seed=recipe.seed)
-    depth, frames = (layered_depth(mapping.n_pes, len(net.projections)) if net.layered else PIPELINE_DEPTH), ()
+    depth, frames = (layered_depth(mapping.n_pes, len(net.projections)) if net.layered
+                     else net.input_delay + net.readout_delay), ()
     if split_stack:
         sch = bptt_schedule(dataset.steps, lc.truncation or dataset.steps, mapping.n_pes - 1,
                             _block_indices(net, blocks), len(net.spiking_stack()))
@@ -254,12 +254,14 @@ def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weig
             n_pre = net[pr.pre].size
             incoming.append({"name": pr.name, "pre": pr.pre, "n_pre": n_pre,
                              "weights": np.ascontiguousarray(weights[pr.name][:, v.lo:v.hi]),
-                             "self_recurrent": pr.pre == pr.post,
+                             "self_recurrent": pr.pre == pr.post, "delay": pr.delay,
                              "feedback": feedback.get(pr.pre)})
             km.add(_source_keys(mapping, pr.pre), KIND_SYNAPSE, q)
         cfg = {"pe_id": v.pe, "label": f"PE {v.pe} ({v.population}[{v.lo}:{v.hi}])", "population": v.population,
                "lo": v.lo, "hi": v.hi, "streams": B, "clock": clock, "learning": asdict(lc),
                "budget": recipe.machine.pe_budget, "incoming": incoming,
+               # the local tick of its first step in a sample (cores/timing.py)
+               "offset": net.input_delay + (0 if pop.is_neuron else net.readout_delay),
                "record": {"spikes": v.population in recipe.record_spikes,
                           "voltage": v.population in recipe.record_voltage}}
         if pop.is_neuron:

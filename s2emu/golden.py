@@ -2,12 +2,13 @@
 
 It shares nothing with the emulated chip but the inputs (data, schedule, initial weights) and the
 surrogate function: no PEs, no packets, no slices, dense matrix products. Its model step t of sample k
-corresponds to chip tick k*S + 1 + t for the neurons (one tick of packet delay from the host) and
-k*S + 2 + t for the readout (one more tick), as cores/timing.py states; tests compare the two.
+corresponds to chip tick k*S + d_in + t for the neurons (the input projection's delay after the host sends
+frame t) and k*S + d_in + d_out + t for the readout, as cores/timing.py states; tests compare the two.
+A recurrent projection of delay d feeds step t with the spikes of step t - d.
 
 Supports the topology e-prop recipes use: input -> one spiking population (with or without recurrence)
 -> readout. Online learning signals carry the chip's delay: L(t), computed by the readout from y(t),
-meets the eligibility trace ebar(min(t+1, T-1)).
+meets the eligibility trace ebar(min(t + d_out, T-1)).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def golden_run(b) -> dict:
     names = {"in": f"{net.input.name}->{hid.name}", "rec": f"{hid.name}->{hid.name}",
              "out": f"{hid.name}->{out.name}"}
     recurrent = names["rec"] in w0
+    delay = {pr.name: pr.delay for pr in net.projections}
+    d_in, d_out, d_rec = (delay.get(names[k], 1) for k in ("in", "out", "rec"))
     W = {k: w0[n].copy() for k, n in names.items() if n in w0}
     fb = random_feedback(net, r.seed)[hid.name] if lc.feedback == "random" else None
     opt = {k: _Adam(w.shape, lc) for k, w in W.items()}
@@ -54,7 +57,7 @@ def golden_run(b) -> dict:
     X = {TRAIN: ds.x_train, TEST: ds.x_test}
     Y = {TRAIN: ds.y_train, TEST: ds.y_test}
     T, B, n, K = ds.steps, plan.idx.shape[1], hid.size, out.size
-    S = T + 2
+    S = T + d_in + d_out
     alpha, rho, kappa = np.float32(c.alpha), np.float32(c.rho), np.float32(c.kappa)
     beta, v_th = np.float32(c.beta), np.float32(c.v_th)
     f32 = np.float32
@@ -86,21 +89,24 @@ def golden_run(b) -> dict:
         E = {q: np.zeros((B, pre_n[q], n), np.float32) for q in keys}
         grad = {q: np.zeros((pre_n[q], n), np.float32) for q in keys}
         grad_out = np.zeros((n, K), np.float32)
-        pending_L = None
+        signals = {}  # online: L(t) by the step whose trace it meets, t + d_out
         F = W["out"] if fb is None else fb
+        z_hist = [np.zeros((B, n), np.float32)] * d_rec  # z(t - d_rec) .. z(t - 1)
         for t in range(T):
             z_prev = z
-            I = x[:, t] @ W["in"] + (z_prev @ W["rec"] if recurrent else 0)
+            z_rec = z_hist[-d_rec]
+            I = x[:, t] @ W["in"] + (z_rec @ W["rec"] if recurrent else 0)
             a = rho * a + f32(1 - rho) * z_prev
             A = v_th + beta * a
             v = alpha * v + f32(1 - alpha) * I - z_prev * A
             u = v - A
             z = (u > 0).astype(np.float32)
+            z_hist = z_hist[1:] + [z]
             for bb, j in zip(*np.nonzero(z)):
-                spikes.append((k * S + 1 + t, bb, j))
+                spikes.append((k * S + d_in + t, bb, j))
             if learn:
                 psi = surrogate(lc.surrogate, u, float(v_th))[:, None, :]
-                pre = {"in": x[:, t], "rec": z_prev}
+                pre = {"in": x[:, t], "rec": z_rec}
                 for q in keys:
                     epsv[q] = alpha * epsv[q] + pre[q]
                     ev = epsv[q][:, :, None]
@@ -113,10 +119,10 @@ def golden_run(b) -> dict:
                         e = e * offdiag
                     ebar[q] = kappa * ebar[q] + e
                     E[q] += ebar[q]
-                if pending_L is not None:  # online: L(t-1) meets ebar(t)
+                if t in signals:  # online: L(t - d_out) meets ebar(t)
+                    L = signals.pop(t)
                     for q in keys:
-                        grad[q] += np.einsum("bj,bij->ij", pending_L, ebar[q])
-                    pending_L = None
+                        grad[q] += np.einsum("bj,bij->ij", L, ebar[q])
             zbar = kappa * zbar + z
             zbar_sum += zbar
             y = zbar @ W["out"]
@@ -124,10 +130,10 @@ def golden_run(b) -> dict:
             if learn and lc.signal == "online":
                 err = softmax(y) - onehot
                 grad_out += np.einsum("bj,bk->jk", zbar, err) / f32(T)
-                pending_L = err @ F.T / f32(T)
-        if pending_L is not None:  # L(T-1) meets the last trace ebar(T-1)
+                signals[t + d_out] = err @ F.T / f32(T)
+        for t in sorted(signals):  # the last signals meet the last trace, ebar(T-1), in the order they come
             for q in keys:
-                grad[q] += np.einsum("bj,bij->ij", pending_L, ebar[q])
+                grad[q] += np.einsum("bj,bij->ij", signals[t], ebar[q])
         y_mean = y_sum / f32(T)
         scores[k] = y_mean
         if not learn:

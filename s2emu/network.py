@@ -38,6 +38,7 @@ MODEL_PARAMS = {
     "softmax": (),
 }
 LAYER_MODELS = ("relu", "softmax")
+MAX_DELAY = 64  # ticks; a delayed projection keeps that many ticks of presynaptic values in SRAM
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Projection:
     post: str
     init_scale: float = 1.0
     connectivity: float = 1.0  # fraction of the n_pre x n_post connections kept active (DEEP R's K / size)
+    delay: int = 1  # ticks from a presynaptic spike (or value) to its postsynaptic effect (cores/timing.py)
 
     @property
     def name(self) -> str:
@@ -133,6 +135,8 @@ class Network:
             if pr.connectivity != 1.0:
                 raise RecipeError(f"'projections[{i}].connectivity': sparse projections are for layered "
                                   f"networks (relu/softmax) trained with DEEP R")
+            if not 1 <= pr.delay <= MAX_DELAY:
+                raise RecipeError(f"'projections[{i}].delay' must be 1 to {MAX_DELAY} ticks, got {pr.delay}")
         seen = set()
         for i, pr in enumerate(self.projections):
             for end in (pr.pre, pr.post):
@@ -152,6 +156,13 @@ class Network:
         for p in self.populations:
             if p.is_neuron and not any(pr.post == p.name for pr in self.projections):
                 raise RecipeError(f"population '{p.name}' receives no projection")
+        # the sample clock times the input's arrival and the readout's window by these two (cores/timing.py)
+        for end, which in ((self.input.name, "pre"), (self.readout.name, "post")):
+            delays = {pr.delay for pr in self.projections if getattr(pr, which) == end}
+            if len(delays) > 1:
+                raise RecipeError(f"the projections {'from' if which == 'pre' else 'into'} '{end}' need one delay "
+                                  f"(the sample clock times the {'input' if which == 'pre' else 'readout'} by it); "
+                                  f"got {', '.join(map(str, sorted(delays)))}")
 
     def check_eprop(self):
         """e-prop's learning signal comes from the readout: every spiking population must project to it."""
@@ -192,8 +203,25 @@ class Network:
             raise RecipeError(f"a layered network has one projection from each layer to the next, in order: "
                               f"{', '.join(f'{a}->{b}' for a, b in want)} (got {', '.join(f'{a}->{b}' for a, b in got)})")
         for i, pr in enumerate(self.projections):
+            if pr.delay != 1:
+                raise RecipeError(f"'projections[{i}].delay': a layered network's layers run one tick after "
+                                  f"another (delay 1); delays are for spiking networks")
             if not 0 < pr.connectivity <= 1:
                 raise RecipeError(f"'projections[{i}].connectivity' must be in (0, 1], got {pr.connectivity}")
+
+    @property
+    def input_delay(self) -> int:
+        """Ticks from the host's frame to the spiking populations: their first step of a sample is at this
+        local tick (cores/timing.py)."""
+        return next((pr.delay for pr in self.projections if pr.pre == self.input.name), 1)
+
+    @property
+    def readout_delay(self) -> int:
+        return next((pr.delay for pr in self.projections if pr.post == self.readout.name), 1)
+
+    @property
+    def min_delay(self) -> int:
+        return min((pr.delay for pr in self.projections), default=1)
 
     def __getitem__(self, name: str) -> Population:
         for p in self.populations:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import RecipeError
 from .machine import Machine, make_machine
-from .network import LearningSpec, Network, Population, Projection, NEURON_PARAMS
+from .network import MAX_DELAY, NEURON_PARAMS, LearningSpec, Network, Population, Projection
 
 # A schema leaf is (type, default, check); check(value) -> error text or None. default REQUIRED means must be given.
 REQUIRED = object()
@@ -75,6 +75,7 @@ PROJECTION_SCHEMA = {
     "post": (str, REQUIRED, None),
     "init_scale": (float, 1.0, _non_negative),
     "connectivity": (float, 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
+    "delay": (int, 1, _in_range(1, MAX_DELAY)),  # ticks (cores/timing.py)
 }
 
 LEARNING_SCHEMA = {
@@ -309,7 +310,7 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
             raise RecipeError(f"'populations[{i}].encoding' applies to the input population only")
         pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"],
                                p["encoding"] or "analog"))
-    projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"]) for p in d["projections"]]
+    projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"], p["delay"]) for p in d["projections"]]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
     learning = LearningSpec(**{k: (tuple(tuple(b) for b in v) if k == "blocks" else v)
                                for k, v in d["learning"].items()})
@@ -317,6 +318,10 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
         network.check_eprop()
     if learning.rule == "bptt":
         check_blocks(network, learning.blocks)
+        delayed = [pr.name for pr in network.projections if pr.delay != 1]
+        if delayed:
+            raise RecipeError(f"BPTT runs its stack with delay 1 on every projection (its backward schedule, "
+                              f"cores/bptt_pe.py, is built on it); delayed: {', '.join(delayed)}")
     if network.layered != (learning.rule in ("deepr",)) and learning.rule != "none":
         raise RecipeError(f"'learning.rule' {learning.rule!r} does not train a "
                           f"{'layered (relu/softmax)' if network.layered else 'spiking'} network "
