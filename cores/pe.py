@@ -341,9 +341,12 @@ class ProcessingElement:
                                       f"they should have acted (delay {d})")
                 ring[:, (sent + d) % d] = x[q]
             slot = ring[:, tick % d]
-            out[q] = slot.copy() if slot.any() else None
-            slot[...] = 0
-            self._count(0, 2 * slot.size)  # the slot read and cleared
+            if slot.any():
+                out[q] = slot.copy()
+                slot[...] = 0
+                self._count(0, 2 * slot.size)  # the slot read and cleared
+            else:
+                out[q] = None
         return out
 
     def _out(self, tick, **parts) -> PacketBatch:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
-from s2emu.checkpoint import pack, unpack
+from s2emu.checkpoint import in_flight, pack, unpack
 from s2emu.cores.group import make_pes, step_plan
 from s2emu.host.host import make_host
 from s2emu.router.mesh import Mesh
@@ -16,7 +17,10 @@ from . import LiveStatus, RawRun
 def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=None, group=True) -> RawRun:
     """checkpointer (s2emu.checkpoint.Checkpointer): write the state every so many ticks; resume: a
     checkpoint's payload to continue from. group: step a population's PEs of one shape together
-    (cores/group.py; same bits, counters and packets; False steps each PE alone)."""
+    (cores/group.py; same bits, counters and packets; False steps each PE alone).
+
+    build.window K > 1 delivers what is sent at tick t at t + K, as the ray engine's windowed exchange does
+    (one process gains nothing from the windows themselves; this is their reference)."""
     t0 = time.perf_counter()
     pes, groups = make_pes(build.pe_configs, group)
     host = make_host(build.host_config)
@@ -24,13 +28,16 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     router = Mesh(m, streams=host.B)  # one router per chip
     actors = [*pes, host]  # endpoint e is actors[e]; the host is the last endpoint
     plan = step_plan(range(len(actors)), actors, [(g.endpoints, g) for g in groups])
+    # in flight: what each endpoint receives at the next `window` ticks (the first is `inbound`)
+    later = deque([[None] * len(actors) for _ in range(build.window - 1)])
     inbound = [None] * len(actors)
     start = 0
     if resume is not None:
         for actor, state in zip(actors, resume["endpoints"]):
             actor.restore(unpack(state))
         router.restore(resume["router"])
-        inbound = [None if b is None else decode(b) for b in resume["inbound"]]
+        inbound, *rest = [[None if b is None else decode(b) for b in batches] for batches in in_flight(resume)]
+        later = deque(rest)
         start = int(resume["tick"])
         if progress is not None:
             progress(start)
@@ -48,14 +55,15 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
             for e, out in zip(at, got):
                 outs[e] = out
         b = time.perf_counter()
-        inbound = router.route(outs, tick)  # delivered at tick + 1 (cores/timing.py)
+        later.append(router.route(outs, tick))  # delivered at tick + window (cores/timing.py)
+        inbound = later.popleft()
         t_step += b - a
         t_route += time.perf_counter() - b
         if progress is not None:
             progress(1)
         if checkpointer is not None and checkpointer.due(tick + 1):
-            checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(),
-                               [None if b is None else encode(b) for b in inbound])
+            now, *rest = [[None if b is None else encode(b) for b in batches] for batches in (inbound, *later)]
+            checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(), now, rest)
     return RawRun(
         host_results=host.results(),
         weights={pe.pe_id: pe.weights() for pe in pes},

@@ -39,7 +39,7 @@ from collections import deque
 
 from s2emu.errors import ActorDiedError, S2EmuError
 
-from s2emu.checkpoint import read_checkpoint
+from s2emu.checkpoint import in_flight, read_checkpoint
 
 from . import TRANSPORTS, LiveStatus, RawRun
 
@@ -57,7 +57,11 @@ STALL_TIMEOUT = 300.0  # seconds without a chunk of CHUNK ticks (or a snapshot, 
 # a step: OK and the framed msgpack of each (s2emu/checkpoint.py).
 _TICK = "<q"  # a format, not a struct.Struct: Ray pickles the actor classes, and a Struct does not pickle
 _TICK_SIZE = struct.calcsize(_TICK)
-STOP, SNAPSHOT = -1, -2
+STOP, SNAPSHOT, WINDOW = -1, -2, -3
+# Windowed exchange (s2emu/build.py window_bound): tick WINDOW, then (first tick, m) as _WINDOW, then m ticks'
+# inbound batches of every endpoint, tick by tick; the answer frames m ticks' outbound batches the same way.
+_WINDOW = "<qq"
+_WINDOW_SIZE = struct.calcsize(_WINDOW)
 LINK_HELLO = -10  # a router's first message on a link channel: LINK_HELLO - (the link, as the listener names it)
 OK, ERROR = b"\x00", b"\x01"
 
@@ -163,6 +167,10 @@ def _actor_classes():
                     (tick,) = struct.unpack_from(_TICK, msg)
                     if tick == STOP:
                         return "stopped"
+                    ticks, start = (tick,), _TICK_SIZE
+                    if tick == WINDOW:  # m ticks in a row (windowed exchange)
+                        first, m = struct.unpack_from(_WINDOW, msg, _TICK_SIZE)
+                        ticks, start = range(first, first + m), _TICK_SIZE + _WINDOW_SIZE
                     part, status = 0, None
                     try:
                         parts = []
@@ -170,23 +178,25 @@ def _actor_classes():
                             for part, obj in enumerate(objs):
                                 parts.append(pack(obj.snapshot()))
                         else:
-                            inbound = []
-                            for part, raw in enumerate(_unframe(msg, _TICK_SIZE, n)):
-                                inbound.append(decode(raw) if len(raw) else None)
-                            parts = [b""] * n  # an empty batch travels as no bytes: most PEs send nothing
-                            for at, stepper in plan:
-                                part = at[0]
-                                if len(at) == 1:
-                                    outs = [stepper.step(tick, inbound[part])]
-                                else:
-                                    try:
-                                        outs = stepper.step(tick, [inbound[i] for i in at])
-                                    except Exception:
-                                        part = at[stepper.at]  # the member it was stepping raised
-                                        raise
-                                for i, batch in zip(at, outs):
-                                    if len(batch):
-                                        parts[i] = encode(batch)
+                            raws = _unframe(msg, start, n * len(ticks))
+                            parts = [b""] * len(raws)  # an empty batch travels as no bytes: most PEs send nothing
+                            for w, tick in enumerate(ticks):
+                                inbound = []
+                                for part, raw in enumerate(raws[w * n:(w + 1) * n]):
+                                    inbound.append(decode(raw) if len(raw) else None)
+                                for at, stepper in plan:
+                                    part = at[0]
+                                    if len(at) == 1:
+                                        outs = [stepper.step(tick, inbound[part])]
+                                    else:
+                                        try:
+                                            outs = stepper.step(tick, [inbound[i] for i in at])
+                                        except Exception:
+                                            part = at[stepper.at]  # the member it was stepping raised
+                                            raise
+                                    for i, batch in zip(at, outs):
+                                        if len(batch):
+                                            parts[w * n + i] = encode(batch)
                         out = OK + _frame(parts)
                     except Exception as e:  # noqa: BLE001 - every error goes to the router
                         out, status = _error_message(e, part), "failed"
@@ -218,7 +228,7 @@ def _actor_classes():
         `neighbours` maps each link that leads to another chip in use to that chip, `hops` is the mapping's
         hop rounds per tick."""
 
-        def __init__(self, router, endpoints, names, neighbours=None, hops=0, processes=None):
+        def __init__(self, router, endpoints, names, neighbours=None, hops=0, processes=None, window=1):
             self.endpoints = endpoints  # (actor handle, slot); endpoint e (local index) is endpoints[e]
             self.names = names  # endpoint e is names[e] in error messages
             self.n = len(endpoints)
@@ -233,6 +243,9 @@ def _actor_classes():
             self.wires = sorted(self.neighbours, key=lambda link: (min(chip, self.neighbours[link]),
                                                                    max(chip, self.neighbours[link])))
             self.inbound = [None] * self.n
+            self.window = window
+            # windowed exchange: what each endpoint receives at each of the next `window` ticks
+            self.later = deque([[None] * self.n for _ in range(window)])
             self.busy = 0.0
             self.listener = None
             self.conns = None  # channels: conns[c] talks to the process of endpoints processes[c]
@@ -338,9 +351,9 @@ def _actor_classes():
             except OSError as exc:
                 self._fail(self._died(c, tick, exc))
 
-        def _receive(self, c, tick):
-            """Channel c's answer: (None, its endpoints' messages) when OK, else (the endpoint that raised,
-            its exception)."""
+        def _receive(self, c, tick, m=1):
+            """Channel c's answer: (None, its endpoints' messages, for m ticks) when OK, else (the endpoint
+            that raised, its exception)."""
             try:
                 msg = self.conns[c].recv_bytes()
             except (EOFError, OSError) as exc:
@@ -350,12 +363,12 @@ def _actor_classes():
                 e = self.processes[c][part]
                 err.__cause__ = RemoteTraceback(f"\nin {self.names[e]} at {self._when(tick)}:\n{tb}")
                 return e, err
-            return None, _unframe(msg, 1, len(self.processes[c]))
+            return None, _unframe(msg, 1, m * len(self.processes[c]))
 
-        def _collect(self, tick):
-            """Every endpoint's outbound batch for `tick`, decoded in arrival order (while the others are
-            still stepping)."""
-            outs = [None] * self.n
+        def _collect(self, tick, m=1):
+            """Every endpoint's outbound batches for `tick` (and the m - 1 ticks after it, in a window), decoded
+            in arrival order (while the others are still stepping): per tick, the batches to route."""
+            outs = [[None] * self.n for _ in range(m)]
             got = [False] * len(self.conns)
             errors = {}  # endpoint -> its exception; the first endpoint's is raised, as the local engine would
             left = len(self.conns)  # a process sends one message per tick, then waits for the next tick's
@@ -372,19 +385,20 @@ def _actor_classes():
                             self._fail(self._died(c, tick, exc))
                         self._fail(S2EmuError(f"the process of {self._who(c)} sent two messages in tick {tick}"))
                     left -= 1
-                    failed, parts = self._receive(c, tick)
+                    failed, parts = self._receive(c, tick, m)
                     if failed is not None:
                         errors[failed], got[c] = parts, None
                         continue
                     got[c] = True
                     t = time.perf_counter()
-                    for e, part in zip(self.processes[c], parts):
+                    k = len(self.processes[c])
+                    for j, part in enumerate(parts):
                         if len(part):  # no bytes: an empty batch, nothing to route
-                            outs[e] = decode(part)
+                            outs[j // k][self.processes[c][j % k]] = decode(part)
                     self.busy += time.perf_counter() - t
             if errors:
                 self._fail(errors[min(errors)])
-            return [b for b in outs if b is not None]
+            return [[b for b in row if b is not None] for row in outs]
 
         # ------------------------------------------------------------ the clock
 
@@ -393,7 +407,9 @@ def _actor_classes():
             if self.failure is not None:
                 raise self.failure
             try:
-                if self.conns is not None:
+                if self.conns is not None and self.window > 1:
+                    self._advance_windows(start, count)
+                elif self.conns is not None:
                     self._advance_channels(start, count)
                 else:
                     self._advance_calls(start, count)
@@ -422,7 +438,7 @@ def _actor_classes():
                 self.sent = start
             end = start + count
             for tick in range(start, end):
-                outs = self._collect(tick)
+                outs = self._collect(tick)[0]
                 t = time.perf_counter()
                 routed = self._route(outs, tick)
                 nxt = tick + 1
@@ -439,6 +455,35 @@ def _actor_classes():
                     if nxt < end:
                         self._send(c, nxt)
                 self.sent = nxt if nxt < end else None
+                self.busy += time.perf_counter() - t
+
+        def _advance_windows(self, start, count):
+            """Windowed exchange (s2emu/build.py window_bound, K = self.window): each message carries up to K
+            ticks, which the endpoints step in a row; what they send at tick t is routed when the window ends
+            and delivered at t + K, with the next window's message. One barrier per K ticks instead of K; the
+            delay rings (cores/pe.py) make the late delivery exact."""
+            end = start + count
+            for first in range(start, end, self.window):
+                m = min(self.window, end - first)
+                for c, endpoints in enumerate(self.processes):
+                    parts = [self.later[w][e] or b"" for w in range(m) for e in endpoints]
+                    try:
+                        self.conns[c].send_bytes(struct.pack(_TICK, WINDOW) + struct.pack(_WINDOW, first, m)
+                                                 + _frame(parts))
+                    except OSError as exc:
+                        self._fail(self._died(c, first, exc))
+                outs = self._collect(first, m)
+                t = time.perf_counter()
+                for w in range(m):
+                    routed = self._route(outs[w], first + w)
+                    encoded = {}  # one batch for endpoints that get the same packets: encode it once
+                    row = [None] * self.n
+                    for e in range(self.n):
+                        batch = routed[e]
+                        if len(batch):
+                            row[e] = encoded.get(id(batch)) or encoded.setdefault(id(batch), encode(batch))
+                    self.later.append(row)
+                    self.later.popleft()
                 self.busy += time.perf_counter() - t
 
         def _route(self, outs, tick):
@@ -494,11 +539,14 @@ def _actor_classes():
                         self._fail(parts)
                     for e, part in zip(endpoints, parts):
                         states[e] = bytes(part)
-            return states, self.router.snapshot(), list(self.inbound)
+            return states, self.router.snapshot(), ([list(self.inbound)] if self.window == 1
+                                                    else [list(row) for row in self.later])
 
-        def restore(self, router_state, inbound):
+        def restore(self, router_state, in_flight):
+            """in_flight: per tick from the checkpoint's, each endpoint's encoded packets (or None)."""
             self.router.restore(router_state)
-            self.inbound = list(inbound)
+            self.inbound = list(in_flight[0])
+            self.later = deque(list(row) for row in in_flight)
 
         def _send_control(self, c, code):
             try:
@@ -794,7 +842,7 @@ class _Chips:
     """The driver's view of the chips' router actors: which endpoints each serves, and the glue that turns
     their per-chip answers into the run's (global endpoint order)."""
 
-    def __init__(self, mapping, endpoints, names, streams, RouterActor, placement, processes):
+    def __init__(self, mapping, endpoints, names, streams, RouterActor, placement, processes, window=1):
         """processes: (actor, its endpoints' global ids in slot order) of every endpoint process."""
         self.mapping = mapping
         self.chips = sorted(mapping.tables)
@@ -807,7 +855,7 @@ class _Chips:
             self.routers[c] = RouterActor.options(**placement.on(c)).remote(
                 mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]],
                 [names[e] for e in self.endpoints[c]], mapping.neighbours(c), mapping.hops,
-                [[local[e] for e in eps] for _, eps in self.processes[c]])
+                [[local[e] for e in eps] for _, eps in self.processes[c]], window)
 
     @property
     def actors(self) -> list:
@@ -847,16 +895,19 @@ class _Chips:
         return [r.snapshot.remote() for r in self.actors]
 
     def merged_snapshot(self, answers) -> tuple:
-        """(endpoint states, router states, inbound), global endpoint order, from every chip's snapshot."""
+        """(endpoint states, router states, inbound, inbound of the ticks after), global endpoint order, from
+        every chip's snapshot (Checkpointer.write's arguments after the tick)."""
         from s2emu.router.mesh import by_endpoint
 
         n, chips = self.mapping.n_endpoints, list(zip(self.chips, answers))
         states = by_endpoint(n, ((self.endpoints[c], a[0]) for c, a in chips), fill=None)
-        inbound = by_endpoint(n, ((self.endpoints[c], a[2]) for c, a in chips), fill=None)
-        return states, [a[1] for a in answers], inbound
+        rows = [by_endpoint(n, ((self.endpoints[c], a[2][w]) for c, a in chips), fill=None)
+                for w in range(len(answers[0][2]))]
+        return states, [a[1] for a in answers], rows[0], rows[1:]
 
     def restore(self, resume) -> list:
-        return [r.restore.remote(st, [resume["inbound"][e] for e in self.endpoints[c]])
+        rows = in_flight(resume)
+        return [r.restore.remote(st, [[row[e] for e in self.endpoints[c]] for row in rows])
                 for (c, r), st in zip(self.routers.items(), resume["router"], strict=True)]
 
 
@@ -907,7 +958,10 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
         endpoints[m.host] = (host, 0)
         names = [f"PE {c['pe_id']}" for c in build.pe_configs] + ["the host"]
         processes = [*zip(pes, groups), (host, [m.host])]
-        chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement, processes)
+        if build.window > 1 and transport != "channels":
+            raise S2EmuError(f"--window {build.window} runs on the channels transport only, not '{transport}'")
+        chips = _Chips(m, endpoints, names, build.host_config["streams"], RouterActor, placement, processes,
+                       build.window)
         chip_nodes = placement.wait()
         pids = _get_all([a.ready.remote() for a in (*actors, *chips.actors)], START_TIMEOUT, "starting the actors")
         tick = 0
@@ -932,10 +986,11 @@ def _run(build, progress, transport, on_ready, observer, checkpointer, resume, p
         if watch is not None:
             observer(lambda: watch.status)
         n_ticks = build.n_ticks
+        chunk = -(-CHUNK // build.window) * build.window  # whole windows
         t1 = time.perf_counter()
         while tick < n_ticks or queued:
             if tick < n_ticks:
-                end = min(tick + CHUNK, checkpointer.next_due(tick) if checkpointer else n_ticks)
+                end = min(tick + chunk, checkpointer.next_due(tick) if checkpointer else n_ticks)
                 queued.append((chips.advance(tick, end - tick), end - tick, None))
                 tick = end
                 if checkpointer is not None and checkpointer.due(tick):

@@ -33,10 +33,12 @@ class Build:
     pe_configs: list[dict]
     host_config: dict
     memory: list[dict]  # per PE ledger report at batch 1
+    window: int = 1  # ticks per exchange (window_bound); what is sent at t is delivered at t + window
 
     @property
     def n_ticks(self) -> int:
-        return self.clock.n_ticks
+        """The clock's ticks, and window - 1 more: the last sample's outputs arrive that much later."""
+        return self.clock.n_ticks + self.window - 1
 
     @property
     def clock(self):
@@ -77,10 +79,40 @@ class _KeyMap:
         return {k: np.concatenate(a)[order] for k, a in self.parts.items()}
 
 
+def window_bound(recipe: Recipe) -> tuple[int, str]:
+    """The most ticks the endpoints may advance between exchanges with the results unchanged, and why no more.
+
+    In a window of K ticks, what an endpoint sends is delivered K ticks later, all at once (cores/timing.py).
+    That is exact where every packet acts at least K ticks after it is sent: a projection's values act after
+    its delay (the delay rings absorb the wait), the end-of-sample learning signal at the neurons' first
+    step of the next sample (the input delay later), the label at the readout's first step. So K is the
+    smallest delay, where nothing needs an answer in the next tick: not an online learning signal, nor a
+    layered network's or split BPTT stack's tick-by-tick schedule."""
+    net, lc = recipe.network, recipe.learning
+    if net.layered:
+        return 1, "a layered network passes its values and sums on every tick (cores/mlp.py)"
+    if lc.rule == "bptt":
+        return 1, "BPTT's forward and backward schedule exchanges on every tick (cores/bptt_pe.py)"
+    if lc.rule != "none" and lc.signal == "online":
+        return 1, "the online learning signal acts on the tick after the readout sends it"
+    shortest = min(net.projections, key=lambda pr: pr.delay)
+    return shortest.delay, f"projection {shortest.name} has delay {shortest.delay}"
+
+
 def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = True,
-          weights: dict[str, np.ndarray] | None = None, load_data: bool = True, plan: Plan | None = None) -> Build:
+          weights: dict[str, np.ndarray] | None = None, load_data: bool = True, plan: Plan | None = None,
+          window: int | str = 1) -> Build:
     """weights: start from these global matrices (a trained model) instead of the seeded initial ones.
-    load_data=False: a placeholder data set of the right shape (for mapping and memory reports)."""
+    load_data=False: a placeholder data set of the right shape (for mapping and memory reports).
+    window: ticks per exchange, at most window_bound's; "auto" takes that bound."""
+    bound, why = window_bound(recipe)
+    if window == "auto":
+        window = bound
+    if type(window) is not int or window < 1:
+        raise RecipeError(f"--window must be an int >= 1 or 'auto', got {window!r}")
+    if window > bound:
+        raise RecipeError(f"--window {window}: this recipe exchanges at least every {bound} tick"
+                          f"{'s' if bound > 1 else ''} ({why}); packets sent in a window must not act in it")
     net, lc = recipe.network, recipe.learning
     bptt = lc.rule == "bptt"
     blocks = [list(b) for b in lc.blocks] or [[h.name for h, _, _ in net.spiking_stack()]] if bptt else None
@@ -116,7 +148,7 @@ def build(recipe: Recipe, *, streams: int | None = None, plan_memory: bool = Tru
                    "value_keys": _global_keys(mapping, readout.name, "values"),
                    "readout_pe": [v.pe for v in mapping.vertices] if net.layered else mapping.readout_pe(),
                    "input_encoding": net.input.encoding}
-    return Build(recipe, mapping, dataset, plan, configs, host_config, memory)
+    return Build(recipe, mapping, dataset, plan, configs, host_config, memory, window)
 
 
 def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, weights) -> dict:

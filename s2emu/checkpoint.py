@@ -70,6 +70,8 @@ def fingerprint(build) -> str:
     h.update(pack(build.pe_configs))
     h.update(pack({k: v for k, v in build.host_config.items() if k != "kind"}))
     h.update(pack([(c, [(e.key, e.mask, e.route) for e in t.entries]) for c, t in sorted(build.mapping.tables.items())]))
+    if build.window > 1:  # its packets in flight are for more ticks (older checkpoints hash as window 1)
+        h.update(pack({"window": build.window}))
     return h.hexdigest()
 
 
@@ -125,6 +127,11 @@ def read_checkpoint(path) -> dict:
     return payload
 
 
+def in_flight(payload: dict) -> list[list]:
+    """A checkpoint's packets in flight: per tick from its own, each endpoint's encoded batch or None."""
+    return [payload["inbound"], *payload.get("later", [])]
+
+
 def check_matches(payload: dict, build, path) -> None:
     if payload["fingerprint"] != fingerprint(build):
         raise CheckpointError(f"{path} was written by a different emulation (recipe, overrides, data or split "
@@ -153,10 +160,11 @@ class Checkpointer:
         """The first tick count after ticks_done at which a checkpoint is due (n_ticks if none)."""
         return min(self.n_ticks, (ticks_done // self.every + 1) * self.every)
 
-    def write(self, tick: int, endpoints: list[bytes], router: dict, inbound: list) -> None:
+    def write(self, tick: int, endpoints: list[bytes], router: dict, inbound: list, later=()) -> None:
         """endpoints: each endpoint's packed state (pack(obj.snapshot())); inbound: each endpoint's packets
-        for the next tick (router/packets.py encode), or None."""
+        for the next tick (router/packets.py encode), or None; later: the same for each tick after it that
+        already has packets in flight (a window of K ticks: K - 1 of them)."""
         write_checkpoint(self.path, {"fingerprint": self.fingerprint, "tick": tick, "endpoints": endpoints,
-                                     "router": router, "inbound": inbound})
+                                     "router": router, "inbound": inbound, "later": list(later)})
         self.written += 1
         self.last_tick = tick

@@ -139,7 +139,7 @@ def cmd_run(args) -> dict:
         if args.checkpoint_every:
             Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
-                     pes_per_process=args.pes_per_process,
+                     pes_per_process=args.pes_per_process, window=args.window,
                      progress=progress, allow_drops=args.allow_drops, weights=weights,
                      checkpoint=ckpt, checkpoint_every=args.checkpoint_every, resume=args.resume,
                      max_restarts=args.max_restarts, log=lambda m: err_console.print(f"[yellow]{m}[/]"),
@@ -195,7 +195,7 @@ def cmd_eval(args) -> dict:
     progress = ProgressBar(f"eval {recipe.name}", enabled=not args.quiet)
     try:
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
-                     pes_per_process=args.pes_per_process, progress=progress, weights=weights)
+                     pes_per_process=args.pes_per_process, window=args.window, progress=progress, weights=weights)
     finally:
         progress.stop()
     out = {k: result[k] for k in ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss",
@@ -228,7 +228,8 @@ def cmd_stream(args) -> dict:
         err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
                           f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
     out = stream(recipe, args.source, engine=args.engine, address=args.address, transport=args.transport,
-                 pes_per_process=args.pes_per_process, weights=weights, clips=args.clips, loop=args.loop,
+                 pes_per_process=args.pes_per_process, window=args.window, weights=weights, clips=args.clips,
+                 loop=args.loop,
                  learn=args.learn, pace=not args.no_pace, console=err_console, live=not args.quiet)
     out["model"] = str(path)
     if not args.json:
@@ -366,7 +367,7 @@ def cmd_scale(args) -> dict:
     rows = scale(recipe, pes, modes, engine=args.engine, repeats=args.repeats, row_done=row_done,
                  progress=None if args.quiet else lambda label: ProgressBar(label),
                  address=args.address, transport=args.transport, assume=parse_assumptions(args.assume),
-                 pes_per_process=args.pes_per_process)
+                 pes_per_process=args.pes_per_process, window=args.window)
     summ = summary(rows)
     title = (f"{recipe.name} on the {args.engine} engine, --pes {','.join(map(str, pes))}, "
              f"{recipe.schedule.epochs} epoch(s), batch {recipe.schedule.batch}")
@@ -418,6 +419,15 @@ def cmd_map(args) -> dict:
     return d
 
 
+def _window(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an int >= 1 or 'auto', not {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2emu", description="Emulate learning on the SpiNNaker 2 chip.")
     p.add_argument("--version", action="version", version=f"s2emu {__version__}")
@@ -431,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--pes-per-process", type=int, default=1, metavar="K",
                         help="ray: K PEs of a chip share one actor process (4: a quad-PE; less memory, faster "
                              "start, same bits); default 1, a process per PE")
+        sp.add_argument("--window", type=_window, default=1, metavar="K",
+                        help="advance K ticks between exchanges, where every delay is at least K ticks (same "
+                             "bits, K times fewer barriers on ray); 'auto': the most the recipe allows; default 1")
 
     def common(sp, overrides=True):
         sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe (e.g. smoke)")

@@ -85,15 +85,17 @@ def sparse_weight_bytes(b: Build) -> int:
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
         checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
-        max_restarts: int = 0, log=None, assume: dict[str, float] | None = None, pes_per_process: int = 1) -> dict:
+        max_restarts: int = 0, log=None, assume: dict[str, float] | None = None, pes_per_process: int = 1,
+        window: int | str = 1) -> dict:
     """Run a recipe; returns the JSON-able result (and, under '_arrays', the assembled weights and spikes).
 
     weights: start from a trained model instead of the seeded initial weights. checkpoint_every: write the
     whole state to `checkpoint` after every so many ticks; resume: continue from a checkpoint file (written by
     the same command line). max_restarts (ray engine): restart from the last checkpoint when a process of the
     emulation dies, at most this many times; log(message) hears of each restart. assume: overrides of the chip
-    model's assumptions (s2emu/chipmodel.py). pes_per_process (ray engine): PEs sharing one actor process."""
-    b = build_run(recipe, weights=weights)
+    model's assumptions (s2emu/chipmodel.py). pes_per_process (ray engine): PEs sharing one actor process.
+    window: ticks per exchange (s2emu/build.py window_bound; "auto": the most the recipe allows)."""
+    b = build_run(recipe, weights=weights, window=window)
     payload = None
     if resume is not None:
         payload = read_checkpoint(resume)
@@ -133,6 +135,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "ticks": raw.ticks,
         "steps_per_sample": b.dataset.steps,
         "ticks_per_sample": b.clock.ticks_per_sample,
+        "window": b.window,
         "resumed_from_tick": raw.resumed_from,
         "checkpoints_written": raw.checkpoints,
         "restarts": raw.restarts,

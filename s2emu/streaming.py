@@ -103,7 +103,7 @@ class LiveView:
 
 
 def stream(recipe, source, *, engine="local", address=None, transport="channels", weights=None, clips=None,
-           learn=False, pace=True, console=None, live=True, loop=False, pes_per_process=1) -> dict:
+           learn=False, pace=True, console=None, live=True, loop=False, pes_per_process=1, window=1) -> dict:
     if recipe.data["kind"] != "speech_commands":
         raise S2EmuError(f"stream needs a recipe with audio data (kind 'speech_commands'), not '{recipe.data['kind']}'")
     spec = feature_spec(recipe.data)
@@ -112,7 +112,7 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
     plan = stream_plan(len(src.labels), learn)
     # a stream may run for hours: no spike or voltage recordings piling up in the PEs (a run records them)
     recipe = dataclasses.replace(recipe, record_spikes=(), record_voltage=())
-    b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan)
+    b = build(recipe, streams=1, weights=weights, load_data=False, plan=plan, window=window)
     if b.clock.frames:
         raise S2EmuError("stream needs a chip that takes a frame per tick as the audio arrives; a BPTT stack split "
                          "over PEs pauses the input while it learns (run it whole on one PE, or use s2emu run)")

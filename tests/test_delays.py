@@ -8,13 +8,16 @@ from importlib import resources
 import pytest
 
 from s2emu.build import build
+from s2emu.engines import run_engine
 from s2emu.cores.pe import make_pe
 from s2emu.errors import PacketError, RecipeError
 from s2emu.recipe import parse_recipe
 from s2emu.router.packets import PacketBatch
+from s2emu.runner import run
 
 from conftest import smoke, with_learning
 from test_bad_input import parse_error, smoke_doc
+from test_checkpoint import stopped_and_resumed
 from test_equivalence import _compare_with_golden, digests
 
 
@@ -86,3 +89,58 @@ def test_bptt_and_layered_networks_refuse_delays():
     doc["projections"][0]["delay"] = 2
     with pytest.raises(RecipeError, match="layered network's layers run one tick after another"):
         parse_recipe(doc)
+
+
+def delayed_smoke(**overrides):
+    """The smoke recipe with every delay at least 3 ticks: windows up to 3 are exact."""
+    return with_delays(smoke(**{"epochs": 1, "batch": 4, **overrides}),
+                       input_to_hidden=3, hidden_to_hidden=3, hidden_to_out=4)
+
+
+def test_a_window_up_to_the_smallest_delay_gives_the_same_bits():
+    r = delayed_smoke()
+    base = run(r)
+    for window in (2, 3):
+        got = run(r, window=window)
+        assert got["window"] == window and got["ticks"] == base["ticks"] + window - 1
+        assert got["state_digest"] == base["state_digest"] and got["router"] == base["router"]
+        # every count but one: which tick a packet arrives at moves with the window, and so may the packets
+        # counted in with the PE's heaviest tick
+        drop = lambda counters: [{k: v for k, v in c.items() if k != "peak_tick_packets_in"} for c in counters]  # noqa: E731
+        assert drop(got["pe_counters"]) == drop(base["pe_counters"])
+    assert run(r, window="auto")["window"] == 3
+
+
+def test_a_window_beyond_what_the_delays_prove_is_refused():
+    with pytest.raises(RecipeError, match=r"--window 4: .* every 3 ticks \(projection input->hidden has delay 3\)"):
+        build(delayed_smoke(), window=4, plan_memory=False)
+    online = with_learning(delayed_smoke(), signal="online")
+    with pytest.raises(RecipeError, match="online learning signal"):
+        build(online, window=2, plan_memory=False)
+    assert build(smoke(epochs=1), window="auto", plan_memory=False).window == 1  # every delay 1
+
+
+def test_a_late_delivery_the_bound_would_refuse_fails_loudly():
+    """Without the bound, a window longer than a delay would deliver packets after they should act: the
+    ring refuses them rather than silently changing the result."""
+    b = build(delayed_smoke(), window=3, plan_memory=False)
+    b = dataclasses.replace(b, window=5)
+    with pytest.raises(PacketError, match="after they should have acted"):
+        run_engine("local", b)
+
+
+def test_a_windowed_run_resumes_to_the_same_digest(tmp_path):
+    full, resumed = stopped_and_resumed(delayed_smoke(), tmp_path, window=3)
+    assert 0 < resumed["resumed_from_tick"] < full["ticks"]
+    assert resumed["state_digest"] == full["state_digest"]
+
+
+@pytest.mark.ray
+def test_ray_windowed_exchange_gives_the_local_bits(ray_local, tmp_path):
+    r = delayed_smoke()
+    base = run(r)
+    for ppp in (1, 4):
+        got = run(r, engine="ray", window=3, pes_per_process=ppp)
+        assert got["state_digest"] == base["state_digest"] and got["router"] == base["router"]
+    full, resumed = stopped_and_resumed(r, tmp_path, engine="ray", window=3)
+    assert resumed["state_digest"] == full["state_digest"] == base["state_digest"]
