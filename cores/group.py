@@ -232,7 +232,7 @@ class NeuronGroup:
             return [self._each(p).step(tick, ib) for p, ib in enumerate(inbounds)]
         x, signals = got
         for p, L in signals:
-            self._each(p)._take_learning_signal(L)
+            self._each(p)._take_learning_signal(L, inbounds[p].tick)
         learn = m0.learning and m0.clock.learns(sample)
         rows = neuron_tick(self, x, learn)  # every member's rows: they share the input
         fired = np.flatnonzero(self.z[0]) if self.B == 1 else None

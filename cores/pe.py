@@ -467,12 +467,7 @@ class NeuronPE(ProcessingElement):
         sample, s = self.clock.where(tick)
         x = self._delayed(tick, inbound, x)
         if err is not None:
-            self._take_learning_signal(err)
-            if not self.online:  # the end-of-sample signal comes once: update as it arrives
-                done = self.clock.where(inbound.tick)[0]
-                if self.clock.learns(done):
-                    self._update(done)
-                self.pending = False
+            self._take_learning_signal(err, inbound.tick)
         if s == 0:
             if self.pending and self.clock.learns(sample - 1):
                 self._update(sample - 1)
@@ -543,8 +538,11 @@ class NeuronPE(ProcessingElement):
             self._scratch_arrays[q] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
         return self._scratch_arrays[q]
 
-    def _take_learning_signal(self, L: np.ndarray):
-        """L[B, n] arrived from the readout: fold it into the gradient."""
+    def _take_learning_signal(self, L: np.ndarray, sent: int):
+        """L[B, n], sent by the readout at tick `sent`, arrived: fold it into the gradient. Online signals
+        come every step and the weights change at the next sample's tick 0 (pending); the end-of-sample
+        signal comes once, so the weights change as it arrives (a windowed exchange delivers it after tick 0,
+        but before the neurons' first step)."""
         if not self.learning:
             raise PacketError(f"{self.label}: received a learning signal but learning is off")
         for q in range(len(self.projections)):
@@ -560,7 +558,12 @@ class NeuronPE(ProcessingElement):
                 for b in range(1, self.B):
                     g += L[b] * self.grad[q][b]
                 self.grad[q][0] = g  # slot 0 carries the batch gradient to _update
-        self.pending = True
+        if self.online:
+            self.pending = True
+            return
+        done = self.clock.where(sent)[0]
+        if self.clock.learns(done):
+            self._update(done)
 
     def _update(self, sample: int):
         self.updates += 1

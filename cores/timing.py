@@ -19,6 +19,10 @@ input's projections share one delay d_in and the readout's incoming ones d_out, 
 neurons step at s = d_in .. d_in+T-1, the readout at s = d_in+d_out .. S-1, S = T + d_in + d_out (d_in =
 d_out = 1: the table above). What would act in a later sample than it was sent in is dropped.
 
+Windows (s2emu/build.py window_bound). An exchange every K ticks delivers what is sent at t at t + K: the
+rings absorb the wait, and the end-of-sample learning signal, applied as it arrives, comes K - 1 ticks
+after s = 0 but before the neurons' first step at s = d_in >= K. The run takes K - 1 more ticks.
+
 A layered network (cores/mlp.py) has its own depth: S = T + 2 on one PE, S = T + 5 + 2P split over P PEs.
 A BPTT stack split over PEs (cores/bptt_pe.py) pauses the input while a window's backward pass runs: its
 frames leave the host at the ticks `frames` lists instead of at s = 0..T-1.

@@ -343,13 +343,29 @@ def _actor_classes():
             return ActorDiedError(f"an actor of the emulation died: {self._who(c)} closed its channel during "
                                   f"{self._when(tick)} ({type(exc).__name__})")
 
-        def _send(self, c, tick):
-            """Channel c's message for `tick`: the tick, then its endpoints' inbound batches (none at tick 0)."""
+        def _send(self, c, tick, m=0):
+            """Channel c's message for `tick`: the tick, then its endpoints' inbound batches (none at tick 0);
+            m > 0: for the window of m ticks from `tick`, each tick's batches in turn (self.later)."""
+            eps = self.processes[c]
+            if m:
+                msg = (struct.pack(_TICK, WINDOW) + struct.pack(_WINDOW, tick, m)
+                       + _frame([self.later[w][e] or b"" for w in range(m) for e in eps]))
+            else:
+                msg = struct.pack(_TICK, tick) + _frame([self.inbound[e] or b"" for e in eps])
             try:
-                self.conns[c].send_bytes(struct.pack(_TICK, tick)
-                                         + _frame([self.inbound[e] or b"" for e in self.processes[c]]))
+                self.conns[c].send_bytes(msg)
             except OSError as exc:
                 self._fail(self._died(c, tick, exc))
+
+        @staticmethod
+        def _wire(batch, encoded):
+            """A routed batch as channel bytes (None: no packets). The router hands one batch to endpoints
+            that get the same packets: `encoded` (id -> bytes, one tick's) encodes it once."""
+            if not len(batch):
+                return None
+            if id(batch) not in encoded:
+                encoded[id(batch)] = encode(batch)
+            return encoded[id(batch)]
 
         def _receive(self, c, tick, m=1):
             """Channel c's answer: (None, its endpoints' messages, for m ticks) when OK, else (the endpoint
@@ -442,16 +458,10 @@ def _actor_classes():
                 t = time.perf_counter()
                 routed = self._route(outs, tick)
                 nxt = tick + 1
-                encoded = {}  # the router hands one batch to endpoints that get the same packets: encode it once
+                encoded = {}
                 for c, endpoints in enumerate(self.processes):
                     for e in endpoints:
-                        batch = routed[e]
-                        if not len(batch):
-                            self.inbound[e] = None  # None: just the tick
-                            continue
-                        if id(batch) not in encoded:
-                            encoded[id(batch)] = encode(batch)
-                        self.inbound[e] = encoded[id(batch)]
+                        self.inbound[e] = self._wire(routed[e], encoded)  # None: just the tick
                     if nxt < end:
                         self._send(c, nxt)
                 self.sent = nxt if nxt < end else None
@@ -465,24 +475,13 @@ def _actor_classes():
             end = start + count
             for first in range(start, end, self.window):
                 m = min(self.window, end - first)
-                for c, endpoints in enumerate(self.processes):
-                    parts = [self.later[w][e] or b"" for w in range(m) for e in endpoints]
-                    try:
-                        self.conns[c].send_bytes(struct.pack(_TICK, WINDOW) + struct.pack(_WINDOW, first, m)
-                                                 + _frame(parts))
-                    except OSError as exc:
-                        self._fail(self._died(c, first, exc))
+                for c in range(len(self.conns)):
+                    self._send(c, first, m)
                 outs = self._collect(first, m)
                 t = time.perf_counter()
                 for w in range(m):
-                    routed = self._route(outs[w], first + w)
-                    encoded = {}  # one batch for endpoints that get the same packets: encode it once
-                    row = [None] * self.n
-                    for e in range(self.n):
-                        batch = routed[e]
-                        if len(batch):
-                            row[e] = encoded.get(id(batch)) or encoded.setdefault(id(batch), encode(batch))
-                    self.later.append(row)
+                    routed, encoded = self._route(outs[w], first + w), {}
+                    self.later.append([self._wire(routed[e], encoded) for e in range(self.n)])
                     self.later.popleft()
                 self.busy += time.perf_counter() - t
 
@@ -545,8 +544,10 @@ def _actor_classes():
         def restore(self, router_state, in_flight):
             """in_flight: per tick from the checkpoint's, each endpoint's encoded packets (or None)."""
             self.router.restore(router_state)
-            self.inbound = list(in_flight[0])
-            self.later = deque(list(row) for row in in_flight)
+            if self.window == 1:
+                self.inbound = list(in_flight[0])
+            else:
+                self.later = deque(list(row) for row in in_flight)
 
         def _send_control(self, c, code):
             try:

@@ -219,10 +219,6 @@ class Network:
     def readout_delay(self) -> int:
         return next((pr.delay for pr in self.projections if pr.post == self.readout.name), 1)
 
-    @property
-    def min_delay(self) -> int:
-        return min((pr.delay for pr in self.projections), default=1)
-
     def __getitem__(self, name: str) -> Population:
         for p in self.populations:
             if p.name == name:
