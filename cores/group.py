@@ -235,13 +235,15 @@ class NeuronGroup:
             self._each(p)._take_learning_signal(L, inbounds[p].tick)
         learn = m0.learning and m0.clock.learns(sample)
         rows = neuron_tick(self, x, learn)  # every member's rows: they share the input
-        fired = np.flatnonzero(self.z[0]) if self.B == 1 else None
-        cut = np.searchsorted(fired, self._bounds) if self.B == 1 else None
         outs = []
+        if self.B == 1:  # the neurons that fired, found once: member p's are fired[cut[p]:cut[p + 1]], its own indices
+            fired = np.flatnonzero(self.z[0])
+            cut = np.searchsorted(fired, self._bounds).tolist()
+            fired %= self.n  # members are n wide: member p's neuron i is the group's p n + i
         for p, m in enumerate(self.members):
             self.at = p
             m._note_work(rows, learn)
-            outs.append(m._emit(tick, None if fired is None else fired[cut[p]:cut[p + 1]] - self._bounds[p]))
+            outs.append(m._emit(tick, fired[cut[p]:cut[p + 1]] if self.B == 1 else None))
         return outs
 
     def _each(self, p: int) -> NeuronPE:

@@ -350,16 +350,21 @@ class ProcessingElement:
         return out
 
     def _out(self, tick, **parts) -> PacketBatch:
-        """The tick's outbound batch; every step ends here, so the tick's work is noted here too."""
+        """The tick's outbound batch; every step ends here (or in _sent), so the tick's work is noted here too."""
         batch = make_batch(self.pe_id, tick, self.B, **parts)
+        return self._sent(batch, len(batch))
+
+    def _sent(self, batch: PacketBatch, n_packets: int) -> PacketBatch:
+        """Note the tick's work (its packets out, and the peak tick as the chip model prices it); `batch` is sent."""
         c = self.counters
-        c["packets_out"] += len(batch)
+        c["packets_out"] += n_packets
         now = _WORK_OF(c)
-        work = [a - b for a, b in zip(now, self._work_before)]
+        before = self._work_before
         self._work_before = now
-        if work[0] + work[1] + OPTIMIZER_WEIGHT * work[4] > \
+        macs, accesses, optimizer = now[0] - before[0], now[1] - before[1], now[4] - before[4]
+        if macs + accesses + OPTIMIZER_WEIGHT * optimizer > \
                 c["peak_tick_macs"] + c["peak_tick_accesses"] + OPTIMIZER_WEIGHT * c["peak_tick_optimizer_elements"]:
-            c.update({f"peak_tick_{k}": v for k, v in zip(WORK, work)})
+            c.update({f"peak_tick_{k}": a - b for k, a, b in zip(WORK, now, before)})
         return batch
 
     def _alloc_projection(self, q: int, n: int):
@@ -493,12 +498,17 @@ class NeuronPE(ProcessingElement):
 
     def _note_work(self, rows: list[int], learn: bool) -> None:
         """Count a tick's work: `rows` active presynaptic rows per projection, and the traces if `learn`."""
-        for r in rows:
-            if r:
-                self.counters["synaptic_events"] += r
-                self._count(r * self.n, r * self.n)  # a MAC and a weight read per active row and neuron
+        events = sum(rows)
+        macs = events * self.n  # a MAC and a weight read per active row and neuron
+        c = self.counters
+        c["synaptic_events"] += events
         if learn:
-            self._count(*self._trace_work)
+            trace_macs, trace_words = self._trace_work
+            c["macs"] += macs + trace_macs
+            c["accesses"] += macs + trace_words
+        else:
+            c["macs"] += macs
+            c["accesses"] += macs
 
     def _trace_work_per_tick(self) -> tuple[int, int]:
         """(MACs, SRAM words) of one tick of traces. Per synapse and stream: epsv 1 MAC (per source: per row),
@@ -525,10 +535,14 @@ class NeuronPE(ProcessingElement):
             fired = np.flatnonzero(self.z.any(axis=0))
             self.counters["spikes"] += int(self.z.sum())
         if self.record_spikes and len(fired):
-            b, j = np.nonzero(self.z)
-            self.spike_log.append(np.stack([np.full(len(b), tick), b, j + self.lo]).astype(np.int64))
-        if self.B == 1:
-            return self._out(tick, mc_keys=self.out_keys[fired])
+            b, j = (0, fired) if self.B == 1 else np.nonzero(self.z)
+            row = np.empty((3, len(j)), np.int64)  # (tick, stream, neuron) per spike
+            row[0], row[1], row[2] = tick, b, j
+            row[2] += self.lo
+            self.spike_log.append(row)
+        if self.B == 1:  # spikes alone, the batch of most ticks: built without make_batch's checks of its parts
+            keys = self.out_keys[fired]
+            return self._sent(PacketBatch.unchecked(self.pe_id, int(tick), 1, keys, *_no_payloads(1)), len(keys))
         return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
 
     def scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:

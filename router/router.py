@@ -27,7 +27,7 @@ def _cat(batches, field: str, empty: np.ndarray) -> np.ndarray:
 
 def _srcs(batches, field: str) -> np.ndarray:
     """The src of each packet of one field, in the order _cat gives."""
-    return np.repeat([x.src for x in batches], [len(getattr(x, field)) for x in batches])
+    return np.repeat(np.array([x.src for x in batches], np.int64), [len(getattr(x, field)) for x in batches])
 
 
 class Router:
@@ -130,10 +130,12 @@ class Router:
             if b.streams != self.streams:
                 raise PacketError(f"batch from src {b.src} has {b.streams} streams, "
                                   f"router {self.chip} carries {self.streams}")
-        batches.sort(key=lambda b: b.src)
-        for a, b in zip(batches, batches[1:]):
-            if a.src == b.src:  # their order would depend on arrival: not deterministic
-                raise PacketError(f"two batches from src {a.src} in one tick; merge them first")
+        srcs = [b.src for b in batches]
+        if any(a >= b for a, b in zip(srcs, srcs[1:])):  # not already in ascending src order (rare)
+            batches.sort(key=lambda b: b.src)
+            for a, b in zip(batches, batches[1:]):
+                if a.src == b.src:  # their order would depend on arrival: not deterministic
+                    raise PacketError(f"two batches from src {a.src} in one tick; merge them first")
         return batches
 
     def _remember(self, kind: str, values: np.ndarray, srcs: np.ndarray) -> None:
@@ -218,35 +220,40 @@ class Router:
         tick = _as_int(tick, "tick", 0, MAX_TICK)  # delivered batches skip the constructor checks
         batches = self._check([*batches, *arrived])
         b = self.streams
-        if not any(len(x) for x in batches):
+        # the batches that carry each kind (most PEs are silent on most ticks at batch 1)
+        with_mc = [x for x in batches if len(x.mc_keys)]
+        with_mcp = [x for x in batches if len(x.mcp_keys)]
+        with_p2p = [x for x in batches if len(x.p2p_dest)]
+        if not (with_mc or with_mcp or with_p2p):
             e = PacketBatch.empty(self.src, tick, b)  # arrays shared: read-only by contract
             return {i: PacketBatch.unchecked(self.src, tick, b, e.mc_keys, e.mcp_keys,
                                              e.mcp_payload, e.p2p_dest, e.p2p_tag, e.p2p_payload)
                     for i in range(self.n_endpoints)}
 
         empty_pl = np.empty((0, b), np.float32)
-        mc, mcp = _cat(batches, "mc_keys", self._u32), _cat(batches, "mcp_keys", self._u32)
-        mcp_pl = _cat(batches, "mcp_payload", empty_pl)
-        mc_src = _srcs(batches, "mc_keys")
+        mc, mcp = _cat(with_mc, "mc_keys", self._u32), _cat(with_mcp, "mcp_keys", self._u32)
+        mcp_pl = _cat(with_mcp, "mcp_payload", empty_pl)
+        mc_src = _srcs(with_mc, "mc_keys")
         here = self._here(mc_src)
         self.mc_sent += np.bincount(here[here >= 0], minlength=self.n_endpoints)
         mc_pk, (mc_a, mc_b) = self._multicast(mc, mc_src)
-        mcp_pk, (mcp_a, mcp_b) = self._multicast(mcp, _srcs(batches, "mcp_keys"))
+        mcp_pk, (mcp_a, mcp_b) = self._multicast(mcp, _srcs(with_mcp, "mcp_keys"))
         mc_out, mcp_out, mcp_pl_out = mc[mc_pk], mcp[mcp_pk], mcp_pl[mcp_pk]
 
-        if any(len(x.p2p_dest) for x in batches):
-            pd_out, pt_out, pp_out, (q_a, q_b) = self._point_to_point(batches)
+        if with_p2p:
+            pd_out, pt_out, pp_out, (q_a, q_b) = self._point_to_point(with_p2p)
         else:  # most ticks: nothing for the P2P part to do
             pd_out = pt_out = self._u32
             pp_out, (q_a, q_b) = np.empty((0, b), np.uint32), self._no_bounds
 
         out, made = {}, {}
-        for e in range(self.n_endpoints):
-            m0, m1, p0, p1, q0, q1 = mc_a[e], mc_b[e], mcp_a[e], mcp_b[e], q_a[e], q_b[e]
-            span = (m0, m1, p0, p1) if q0 == q1 else e  # same spans, same packets: one batch for all
-            got = made.get(span)
+        for e, span in enumerate(zip(mc_a, mc_b, mcp_a, mcp_b, q_a, q_b)):
+            # same spans, same packets: one batch for all (P2P spans, when not empty, are each endpoint's own)
+            key = span[:4] if span[4] == span[5] else span
+            got = made.get(key)
             if got is None:
-                got = made[span] = PacketBatch.unchecked(
+                m0, m1, p0, p1, q0, q1 = span
+                got = made[key] = PacketBatch.unchecked(
                     self.src, tick, b, mc_out[m0:m1], mcp_out[p0:p1], mcp_pl_out[p0:p1],
                     pd_out[q0:q1], pt_out[q0:q1], pp_out[q0:q1])
             out[e] = got

@@ -1,5 +1,7 @@
 """The one family of errors s2emu raises for bad input; the CLI prints them as one line."""
 
+import operator
+
 
 class S2EmuError(Exception):
     """Base of every error caused by the user's input (recipe, data, machine size, packets)."""
@@ -35,8 +37,6 @@ def checked_int(value, what: str, lo: int | None = None, hi: int | None = None, 
 
     bool is refused: it is an int subclass, but never meant as a count, key or id.
     """
-    import operator
-
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         raise error(f"{what} must be an int, got bool")
     try:
