@@ -170,8 +170,9 @@ class NeuronGroup:
             got = self.members[0]._scatter(first)
             if got is None or got[1][-1]:  # the careful path, or a learning signal (for member 0 alone)
                 return self._decode_each(inbounds)
-            for m, ib in zip(self.members, inbounds):
-                m.counters["packets_in"] += len(ib)
+            n = len(first)  # every member got these packets
+            for m in self.members:
+                m.counters["packets_in"] += n
             dense, present = got
             return [dense[:, a:b] if present[q] else None for q, (a, b) in enumerate(self._columns[:-1])], []
         return self._decode_each(inbounds)
