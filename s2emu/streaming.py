@@ -147,7 +147,7 @@ def stream(recipe, source, *, engine="local", address=None, transport="channels"
                        "packets_out": cnt.get("packets_out", 0)})
     return {
         "recipe": recipe.name, "engine": engine, "source": str(source or recipe.data["path"]),
-        "clips": len(src.labels), "learn": learn, "pes": b.mapping.n_pes,
+        "clips": len(src.labels), "learn": learn, "pes": b.mapping.n_pes, "window": b.window,
         "accuracy": hr["accuracy"], "balanced_accuracy": hr["balanced_accuracy"], "chance": hr["chance"],
         "n_labelled": hr["n_labelled"], "missing_outputs": hr["missing_outputs"],
         **timing,

@@ -40,6 +40,19 @@ def test_stream_hears_what_eval_hears(trained):
     assert live["real_time_factor"] > 0 and live["paced"] is False and live["weight_updates"] == 0
 
 
+def test_a_windowed_stream_hears_what_a_tick_by_tick_stream_hears(trained):
+    """Every projection delayed 2 ticks: the endpoints may advance 2 ticks between exchanges, and what the chip
+    hears is the same, clip for clip (the window only moves when packets arrive, never when they act)."""
+    recipe, weights = trained
+    projs = tuple(dataclasses.replace(p, delay=2) for p in recipe.network.projections)
+    delayed = dataclasses.replace(recipe, network=dataclasses.replace(recipe.network, projections=projs))
+    each = stream(delayed, None, weights=weights, pace=False, console=None, clips=4)
+    windowed = stream(delayed, None, weights=weights, pace=False, console=None, clips=4, window="auto")
+    assert (each["window"], windowed["window"]) == (1, 2)
+    assert windowed["results"] == each["results"] and windowed["ticks"] == each["ticks"] + 1
+    assert windowed["packets_per_second"] > 0 and windowed["missing_outputs"] == 0
+
+
 def test_stream_a_wav_file_without_labels(trained, tmp_path):
     recipe, weights = trained
     x = 0.3 * np.sin(2 * np.pi * 700 * np.arange(40000) / 16000)  # 2.5 s: three clips, the last zero-padded
