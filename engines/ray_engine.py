@@ -111,6 +111,7 @@ def _actor_classes():
     from s2emu.cores.group import make_pes, step_plan
     from s2emu.host.host import Host, make_host
     from s2emu.machine import LINK_NAMES, opposite
+    from s2emu.router.mesh import arrive
     from s2emu.router.packets import decode, decode_many, encode, encode_many
 
     @ray.remote(num_cpus=0, max_restarts=0)
@@ -490,12 +491,12 @@ def _actor_classes():
             chips at once), then delivered to this chip's endpoints."""
             if not self.neighbours:
                 return self.router.route(outs, tick)
-            arrived, moving, heading = [], outs, {}
+            arrived, moving, heading, detours = [], outs, {}, []
             for hop in range(self.hops + 1):
-                sent = self.router.forward(moving, heading, last=hop == self.hops)
+                sent = self.router.forward(moving, heading, hop == self.hops, tick, detours)
                 if hop == self.hops:
                     break
-                moving, heading = [], {}
+                moving, heading, detours = [], {}, []
                 for link in self.wires:  # every router takes its wires in one global order: no deadlock
                     c = self.links[link]
                     try:
@@ -507,8 +508,7 @@ def _actor_classes():
                             c.send_bytes(encode_many(sent.get(link, [])))
                     except (EOFError, OSError) as exc:
                         self._fail(self._link_down(link, tick, exc))
-                    moving += got
-                    heading.update((b.src, opposite(link)) for b in got)  # the way they travel
+                    arrive(got, opposite(link), moving, heading, detours)  # sent by the way they travel
                 arrived += moving
             return self.router.route(outs, tick, arrived)
 
@@ -855,7 +855,7 @@ class _Chips:
             local = {e: i for i, e in enumerate(self.endpoints[c])}
             self.routers[c] = RouterActor.options(**placement.on(c)).remote(
                 mapping.router(c, streams), [endpoints[e] for e in self.endpoints[c]],
-                [names[e] for e in self.endpoints[c]], mapping.neighbours(c), mapping.hops,
+                [names[e] for e in self.endpoints[c]], mapping.neighbours(c), mapping.rounds,
                 [[local[e] for e in eps] for _, eps in self.processes[c]], window)
 
     @property

@@ -92,12 +92,19 @@ class Mapping:
         return {link: n for link in range(N_LINKS) if (n := g.neighbour(chip, link)) in self.tables}
 
     def router(self, chip: int, streams: int) -> Router:
-        """The router of one chip, with its table, its endpoints and its links to the other chips in use."""
+        """The router of one chip, with its table, its endpoints, its links to the other chips in use and
+        the ticks at which some of them fail."""
         g = self.machine.geometry
         return Router(self.tables[chip], len(self.chip_endpoints(chip)), chip=chip, streams=streams,
                       endpoints=self.chip_endpoints(chip),
                       p2p_links=[g.next_link(chip, c) for c in self.endpoint_chips],
-                      links=self.neighbours(chip))
+                      links=self.neighbours(chip),
+                      failures={link: t for (c, link), t in self.machine.failures.items() if c == chip})
+
+    @property
+    def rounds(self) -> int:
+        """Hop rounds of a tick: `hops`, and one more per failing wire (an emergency detour is a hop longer)."""
+        return self.hops + len(self.machine.failing_links)
 
     @property
     def n_pes(self) -> int:
@@ -368,7 +375,18 @@ def map_network(network: Network, machine: Machine, stack_blocks: list[list[str]
         flows = _flows(network, vertices, keys, host=len(vertices))
     tables, before, hops = route_flows(flows, chips_of_endpoints(len(vertices), machine), machine.geometry,
                                        machine.router_entries)
-    return Mapping(network, machine, vertices, keys, tables, before, hops)
+    return Mapping(network, machine, vertices, keys, _with_detour_chips(tables, machine), before, hops)
+
+
+def _with_detour_chips(tables: dict, machine: Machine) -> dict:
+    """The chips an emergency detour around a failing wire passes through (router/router.py) need a router
+    too, even with an empty table."""
+    g = machine.geometry
+    vias = {via for (chip, link) in machine.failures
+            if chip in tables and (via := g.neighbour(chip, (link + 1) % N_LINKS)) is not None} - set(tables)
+    if not vias:
+        return tables
+    return dict(sorted({**tables, **{c: MulticastTable((), machine.router_entries) for c in vias}}.items()))
 
 
 def placement_report(mapping: Mapping, memory: dict[int, int] | None = None) -> list[list[str]]:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from s2emu.machine import LINK_NAMES
 
-from .packets import PacketBatch
+from .packets import Detour, PacketBatch
 from .router import MAX_REMEMBERED_DROPS, Router
 
-__all__ = ["Mesh", "by_endpoint", "merge_counters", "merge_drop_reports"]
+__all__ = ["Mesh", "arrive", "by_endpoint", "merge_counters", "merge_drop_reports"]
 
 
 def by_endpoint(n_endpoints: int, per_chip, fill=0) -> list:
@@ -30,12 +30,27 @@ def by_endpoint(n_endpoints: int, per_chip, fill=0) -> list:
     return out
 
 
+def arrive(sent: list, link: int, batches: list, heading: dict, detours: list) -> None:
+    """What was sent over `link` reaches the next chip: batches that travel the link's way (and second legs of
+    a detour, the way of the link they went around) to be routed and delivered there, first legs of a detour
+    to be passed on (router/router.py forward)."""
+    for item in sent:
+        if not isinstance(item, Detour):
+            batches.append(item)
+            heading[item.src] = link
+        elif item.first_leg:
+            detours.append(item)
+        else:
+            batches.append(item.batch)
+            heading[item.batch.src] = item.direction
+
+
 class Mesh:
     """Every chip's router of a mapping (router/mapper.py), routing a tick's batches through all its hops."""
 
     def __init__(self, mapping, streams: int):
         self.routers: dict[int, Router] = {c: mapping.router(c, streams) for c in sorted(mapping.tables)}
-        self.hops = mapping.hops
+        self.hops = mapping.rounds  # hop rounds a tick runs (emergency detours may add some)
         self.chip_of = mapping.endpoint_chips
         self.geometry = mapping.machine.geometry
         self.n_endpoints = mapping.n_endpoints
@@ -46,17 +61,18 @@ class Mesh:
         for b in batches:
             local[self.chip_of[b.src]].append(b)
         arrived = {c: [] for c in self.routers}
-        moving, travelling = local, {c: {} for c in self.routers}
+        moving, travelling, detours = local, {c: {} for c in self.routers}, {c: [] for c in self.routers}
         for hop in range(self.hops + 1 if len(self.routers) > 1 else 0):
-            inbox, heading = {c: [] for c in self.routers}, {c: {} for c in self.routers}
+            inbox, heading, passing = ({c: [] for c in self.routers}, {c: {} for c in self.routers},
+                                       {c: [] for c in self.routers})
             for c, router in self.routers.items():
-                if not moving[c]:
+                if not (moving[c] or detours[c]):
                     continue
-                for link, sent in router.forward(moving[c], travelling[c], last=hop == self.hops).items():
+                for link, sent in router.forward(moving[c], travelling[c], hop == self.hops, tick,
+                                                 detours[c]).items():
                     n = self.geometry.neighbour(c, link)
-                    inbox[n] += sent
-                    heading[n].update((b.src, link) for b in sent)
-            moving, travelling = inbox, heading
+                    arrive(sent, link, inbox[n], heading[n], passing[n])
+            moving, travelling, detours = inbox, heading, passing
             for c in self.routers:
                 arrived[c] += inbox[c]
         out = [None] * self.n_endpoints
@@ -87,7 +103,8 @@ class Mesh:
             r.restore(st)
 
 
-_SUMMED = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link")
+_SUMMED = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link",
+           "emergency_routed")
 
 
 def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:
@@ -99,7 +116,7 @@ def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:
     out["link_sent"] = {name: sum(c["link_sent"][name] for c in chips) for name in LINK_NAMES}
     out["first_drops"] = [d for c in chips for d in c["first_drops"]][:MAX_REMEMBERED_DROPS]
     out["chips"] = [{"chip": c["chip"], "xy": list(geometry.xy(c["chip"])), "endpoints": c["endpoints"],
-                     **{k: c[k] for k in ("routed", "dropped", "default_routed")}, "link_sent": c["link_sent"]}
+                     **{k: c[k] for k in ("routed", "dropped", "default_routed", "emergency_routed")}, "link_sent": c["link_sent"]}
                     for c in chips]
     here = {c["chip"] for c in chips}
     out["links"] = [{"from": c["chip"], "to": n, "link": name, "packets": c["link_sent"][name]}

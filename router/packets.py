@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import msgpack
 import numpy as np
@@ -28,7 +28,7 @@ from s2emu.errors import PacketError, checked_int
 
 __all__ = [
     "HOST", "WIRE_VERSION", "MAX_STREAMS", "MAX_PACKETS", "MAX_SRC", "MAX_TICK", "MAX_TAG",
-    "PacketBatch", "encode", "decode", "encode_many", "decode_many", "merge",
+    "PacketBatch", "Detour", "encode", "decode", "encode_many", "decode_many", "merge",
 ]
 
 HOST = -1  # not used by the router: endpoints are ints chosen by the caller
@@ -264,9 +264,20 @@ def shared_empty(dtype, shape: tuple) -> np.ndarray:
 _EMPTIES: dict = {}  # read-only empty arrays by (dtype, shape): most batches lack most kinds of packet
 
 
-def encode_many(batches: list[PacketBatch]) -> bytes:
-    """Several batches (a hop's packets on one link, one batch per source) as one message."""
-    return msgpack.packb([encode(b) for b in batches], use_bin_type=True)
+class Detour(NamedTuple):
+    """Packets on an emergency detour around a failed wire (router/router.py): `direction` is the link they
+    were meant to cross, `first_leg` whether the chip that receives them must pass them on (the second leg)
+    rather than route them. On a link message: [direction, first_leg, batch]."""
+    direction: int
+    first_leg: bool
+    batch: PacketBatch
+
+
+def encode_many(batches: list) -> bytes:
+    """Several batches (a hop's packets on one link, one batch per source, some maybe on a Detour) as one
+    message."""
+    return msgpack.packb([[b.direction, b.first_leg, encode(b.batch)] if isinstance(b, Detour) else encode(b)
+                          for b in batches], use_bin_type=True)
 
 
 def decode_many(data: bytes) -> list[PacketBatch]:
@@ -276,9 +287,19 @@ def decode_many(data: bytes) -> list[PacketBatch]:
                                 max_array_len=MAX_SRC, max_map_len=0, max_ext_len=0)
     except Exception as exc:  # every parser failure is a malformed message
         raise PacketError(f"link message is not valid msgpack ({type(exc).__name__})") from None
-    if not isinstance(parts, list) or not all(isinstance(p, bytes) for p in parts):
+    if not isinstance(parts, list):
         raise PacketError("link message must be a list of packet batches")
-    return [decode(p) for p in parts]
+    out = []
+    for p in parts:
+        if isinstance(p, bytes):
+            out.append(decode(p))
+        elif (isinstance(p, list) and len(p) == 3 and type(p[0]) is int and 0 <= p[0] < 6
+              and type(p[1]) is bool and isinstance(p[2], bytes)):
+            out.append(Detour(p[0], p[1], decode(p[2])))
+        else:
+            raise PacketError("link message must be a list of packet batches (or [direction, first_leg, batch] "
+                              "detours)")
+    return out
 
 
 def decode(data: bytes) -> PacketBatch:

@@ -7,7 +7,7 @@ import numpy as np
 
 from s2emu.errors import PacketError, RoutingError
 
-from .packets import MAX_TICK, PacketBatch, _as_int
+from .packets import MAX_TICK, Detour, PacketBatch, _as_int
 from .table import LINK_NAMES, N_LINKS, MulticastTable, endpoints_of, links_of
 
 __all__ = ["Router", "ROUTER_SRC", "MAX_REMEMBERED_DROPS"]
@@ -46,7 +46,7 @@ class Router:
     """
 
     def __init__(self, table: MulticastTable, n_endpoints: int, chip: int = 0,
-                 streams: int = 1, *, endpoints=None, p2p_links=None, links=()):
+                 streams: int = 1, *, endpoints=None, p2p_links=None, links=(), failures=None):
         if not isinstance(table, MulticastTable):
             raise RoutingError(f"Router needs a MulticastTable, got {type(table).__name__}")
         if type(n_endpoints) is not int or n_endpoints < (0 if endpoints is not None else 1):
@@ -67,6 +67,7 @@ class Router:
         if p2p_links is not None:
             self._p2p_links[:len(p2p_links)] = p2p_links
         self.links = frozenset(links)
+        self.failures = dict(failures or {})  # link -> the tick from which its wire carries nothing
         # Precomputed per entry: its links, and its endpoints as CSR (entry i sends to
         # _eps[_ptr[i]:_ptr[i] + _fan[i]]), so routing costs per delivered copy, not per endpoint.
         # Also, as a matrix, which endpoints each entry reaches (_multicast's classes).
@@ -97,14 +98,15 @@ class Router:
         self.dropped_mc = 0
         self.dropped_p2p = 0
         self.default_routed = 0  # unmatched MC packets from a link, sent on straight ahead
-        self.dropped_link = 0  # (part of dropped) sent on a link that leads off the mesh, or past the hop limit
+        self.dropped_link = 0  # (part of dropped) sent on a link that leads off the mesh, has failed, or past the hop limit
+        self.emergency_routed = 0  # packets sent around a failed wire (forward)
         self.delivered = np.zeros(self.n_endpoints, dtype=np.int64)
         self.mc_sent = np.zeros(self.n_endpoints, dtype=np.int64)  # MC packets without payload each endpoint sent (spikes at batch 1)
         self.link_sent = np.zeros(N_LINKS, dtype=np.int64)  # packets sent on each link (forward)
         self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
 
     _COUNTERS = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link",
-                 "delivered", "mc_sent", "link_sent", "first_drops")
+                 "emergency_routed", "delivered", "mc_sent", "link_sent", "first_drops")
 
     def snapshot(self) -> dict:
         """The router's counters for a checkpoint (its table comes from the build)."""
@@ -112,6 +114,8 @@ class Router:
 
     def restore(self, state: dict) -> None:
         for k in self._COUNTERS:
+            if k not in state:  # a counter newer than the checkpoint: it counted nothing then
+                continue
             v = state[k]
             if isinstance(getattr(self, k), np.ndarray):
                 getattr(self, k)[...] = v
@@ -278,13 +282,21 @@ class Router:
         p2p_bd = self._bounds(np.bincount(at[p2p_pk], minlength=self.n_endpoints))
         return dest[p2p_pk], tag[p2p_pk], p2p_pl[p2p_pk], p2p_bd
 
-    def forward(self, batches, travelling: dict[int, int], last: bool = False) -> dict[int, list[PacketBatch]]:
-        """What leaves this chip on its links in one hop of a tick: per link, one sub-batch per src (its
+    def forward(self, batches, travelling: dict[int, int], last: bool = False, tick: int = 0,
+                detours=()) -> dict[int, list]:
+        """What leaves this chip on its links in one hop of tick `tick`: per link, one sub-batch per src (its
         packets in their order). `batches` came from this chip's endpoints, or over a link in the direction
         travelling[src]. A multicast packet takes its entry's links; one that matches nothing and came over
         a link runs straight on (default routing); a P2P packet heads for its destination's chip. `last`: the
-        tick's hop limit is reached, so whatever would still travel is dropped."""
-        out: dict[int, list[PacketBatch]] = {}
+        tick's hop limit is reached, so whatever would still travel is dropped.
+
+        Emergency routing, as SpiNNaker's routers do it: a link whose wire has failed by `tick` (the tables
+        do not know) carries nothing; its packets take the two other sides of a triangle of links instead,
+        first the next link counter-clockwise (direction + 1), as a Detour, to a chip that passes them on
+        unread by the next link clockwise of their direction (direction - 1), so they reach the chip the
+        failed link leads to, one hop late and as if they came over it. `detours`: such first legs that
+        arrived here, passed on now. A detour whose leg is missing or failed too is dropped."""
+        out: dict[int, list] = {}
         for bt in sorted(batches, key=lambda x: x.src):
             if not len(bt):
                 continue
@@ -293,19 +305,33 @@ class Router:
             p2p = self._toward(bt.p2p_dest)[:, None] == _LINKS if len(bt.p2p_dest) else _NO_LINKS
             counts = mc.sum(axis=0) + mcp.sum(axis=0) + p2p.sum(axis=0)
             for link in np.flatnonzero(counts).tolist():
-                n = int(counts[link])
-                if last or link not in self.links:
-                    self.dropped += n
-                    self.dropped_link += n
-                    if len(self.first_drops) < MAX_REMEMBERED_DROPS:
-                        self._remember("link", np.array([link]), np.array([bt.src]))
-                    continue
-                self.link_sent[link] += n
                 m, q, p = mc[:, link], mcp[:, link], p2p[:, link]
-                out.setdefault(link, []).append(PacketBatch.unchecked(
-                    bt.src, bt.tick, bt.streams, bt.mc_keys[m], bt.mcp_keys[q], bt.mcp_payload[q],
-                    bt.p2p_dest[p], bt.p2p_tag[p], bt.p2p_payload[p]))
+                part = PacketBatch.unchecked(bt.src, bt.tick, bt.streams, bt.mc_keys[m], bt.mcp_keys[q],
+                                             bt.mcp_payload[q], bt.p2p_dest[p], bt.p2p_tag[p], bt.p2p_payload[p])
+                if self._failed(link, tick):
+                    self.emergency_routed += int(counts[link])
+                    self._send(out, (link + 1) % N_LINKS, Detour(link, True, part), last, tick)
+                else:
+                    self._send(out, link, part, last, tick)
+        for d in detours:
+            self._send(out, (d.direction - 1) % N_LINKS, Detour(d.direction, False, d.batch), last, tick)
         return out
+
+    def _failed(self, link: int, tick: int) -> bool:
+        return self.failures.get(link, MAX_TICK + 1) <= tick
+
+    def _send(self, out: dict, link: int, item, last: bool, tick: int) -> None:
+        """forward's last step: `item` (a batch, or a batch on a Detour) leaves by `link`, or is dropped."""
+        bt = item.batch if isinstance(item, Detour) else item
+        n = len(bt)
+        if last or link not in self.links or self._failed(link, tick):
+            self.dropped += n
+            self.dropped_link += n
+            if len(self.first_drops) < MAX_REMEMBERED_DROPS:
+                self._remember("link", np.array([link]), np.array([bt.src]))
+            return
+        self.link_sent[link] += n
+        out.setdefault(link, []).append(item)
 
     def _mc_links(self, keys: np.ndarray, travelling: int) -> np.ndarray:
         """[packets, links] bool: the links each key leaves by (straight on, for an unmatched key that came
@@ -331,7 +357,7 @@ class Router:
             "routed": self.routed, "p2p_routed": self.p2p_routed,
             "dropped": self.dropped, "dropped_mc": self.dropped_mc,
             "dropped_p2p": self.dropped_p2p, "default_routed": self.default_routed,
-            "dropped_link": self.dropped_link,
+            "dropped_link": self.dropped_link, "emergency_routed": self.emergency_routed,
             "delivered": [int(x) for x in self.delivered],
             "mc_sent": [int(x) for x in self.mc_sent],
             "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},
@@ -347,7 +373,7 @@ class Router:
         first = ", ".join(f"key 0x{v:08x} from src {s}" if k == "mc" else
                           f"packets of src {s} on link {LINK_NAMES[v]}" if k == "link" else
                           f"p2p to endpoint {v} from src {s}" for k, v, s in self.first_drops)
-        link = (f", {self.dropped_link} on a link off the mesh or past the hop limit" if self.dropped_link else "")
+        link = (f", {self.dropped_link} on a link off the mesh, failed, or past the hop limit" if self.dropped_link else "")
         return (f"router {self.chip} dropped {self.dropped} packets ({self.dropped_mc} multicast "
                 f"with no matching entry, {self.dropped_p2p} point-to-point to a missing "
                 f"endpoint of {self.n_endpoints}{link}); first: {first}")

@@ -72,6 +72,8 @@ def fingerprint(build) -> str:
     h.update(pack([(c, [(e.key, e.mask, e.route) for e in t.entries]) for c, t in sorted(build.mapping.tables.items())]))
     if build.window > 1:  # its packets in flight are for more ticks (older checkpoints hash as window 1)
         h.update(pack({"window": build.window}))
+    if build.mapping.machine.failing_links:  # wires that fail mid-run change the routes from then on
+        h.update(pack({"failing_links": sorted(build.mapping.machine.failing_links)}))
     return h.hexdigest()
 
 

@@ -50,7 +50,8 @@ def _load(args):
                                  data=getattr(args, "data", None), machine=getattr(args, "machine", None),
                                  skip_bad=getattr(args, "skip_bad", None), chips=getattr(args, "chips", None),
                                  pes_per_chip=getattr(args, "pes_per_chip", None),
-                                 wrap=getattr(args, "wrap", None) or None, dead_links=getattr(args, "dead_link", None))
+                                 wrap=getattr(args, "wrap", None) or None, dead_links=getattr(args, "dead_link", None),
+                                 failing_links=getattr(args, "link_fails", None))
 
 
 def _warn_skipped(result: dict, quiet: bool) -> None:
@@ -458,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--wrap", action="store_true", help="wrap-around links: the mesh of chips is a torus")
             sp.add_argument("--dead-link", action="append", metavar="CHIP:LINK",
                             help="a wire that is down (e.g. 4:NE; repeatable); routes go around it")
+            sp.add_argument("--link-fails", action="append", metavar="CHIP:LINK@TICK",
+                            help="a wire that fails at a tick of the run (e.g. 4:NE@500; repeatable); the "
+                                 "routers, whose tables do not know, send its packets around it (emergency routing)")
 
     sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
     sp.add_argument("--json", action="store_true")

@@ -148,7 +148,7 @@ def _search(g: MeshGeometry, root: int) -> tuple[list[int], list]:
     return dist, parent
 
 
-def parse_links(specs, width: int, height: int, wrap: bool) -> frozenset:
+def parse_links(specs, width: int, height: int, wrap: bool, what: str = "dead link") -> frozenset:
     """"CHIP:LINK" wire ends (e.g. "4:NE") as the set of both ends of each wire; MachineError if one names no
     chip, no link, or leads off the board."""
     board = MeshGeometry(width, height, wrap)
@@ -156,14 +156,31 @@ def parse_links(specs, width: int, height: int, wrap: bool) -> frozenset:
     for spec in specs:
         chip, _, name = str(spec).partition(":")
         if not chip.strip().isdigit() or name.strip().upper() not in LINK_NAMES:
-            raise MachineError(f"dead link '{spec}': expected CHIP:LINK with LINK one of {', '.join(LINK_NAMES)}")
+            raise MachineError(f"{what} '{spec}': expected CHIP:LINK with LINK one of {', '.join(LINK_NAMES)}")
         chip, link = int(chip), LINK_NAMES.index(name.strip().upper())
         other = board.neighbour(chip, link) if chip < board.chips else None
         if other is None:
-            raise MachineError(f"dead link '{spec}': chip {chip} has no such link on a {width} x {height} "
+            raise MachineError(f"{what} '{spec}': chip {chip} has no such link on a {width} x {height} "
                                f"{'torus' if wrap else 'mesh'}")
         dead |= {(chip, link), (other, opposite(link))}
     return frozenset(dead)
+
+
+def parse_failures(specs, geometry: MeshGeometry) -> dict[tuple[int, int], int]:
+    """"CHIP:LINK@TICK" wires that fail while the chip runs, as {(chip, link): tick} for both ends of each: from
+    that tick on, the wire carries nothing; the routing tables, loaded before, do not know (routers send
+    around it by emergency routing, router/router.py). MachineError if one names no live wire or no tick."""
+    failures: dict[tuple[int, int], int] = {}
+    for spec in specs:
+        wire, at, tick = str(spec).partition("@")
+        if not at or not tick.strip().isdigit():
+            raise MachineError(f"failing link '{spec}': expected CHIP:LINK@TICK (e.g. 4:NE@500)")
+        ends = parse_links([wire], geometry.width, geometry.height, geometry.wrap, what="failing link")
+        if ends & geometry.dead:
+            raise MachineError(f"failing link '{spec}': that wire is dead from the start (dead_links)")
+        for e in ends:
+            failures[e] = min(failures.get(e, int(tick)), int(tick))
+    return failures
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,7 @@ class Machine:
     clock_mhz: float = 300.0
     wrap: bool = False  # wrap-around links: the mesh is a torus (boards joined edge to edge)
     dead_links: tuple = ()  # wires that are down, as "CHIP:LINK" (e.g. "4:NE"); routes go around them
+    failing_links: tuple = ()  # wires that fail mid-run, as "CHIP:LINK@TICK"; routers detour around them
 
     @property
     def total_pes(self) -> int:
@@ -189,6 +207,11 @@ class Machine:
                                if self.chips % w == 0)
         h = self.chips // w
         return MeshGeometry(w, h, self.wrap, parse_links(self.dead_links, w, h, self.wrap))
+
+    @property
+    def failures(self) -> dict[tuple[int, int], int]:
+        """{(chip, link): the tick its wire fails} for both ends of every failing wire (parse_failures)."""
+        return parse_failures(self.failing_links, self.geometry)
 
     @property
     def pe_budget(self) -> int:
@@ -213,6 +236,7 @@ class Machine:
             if not ok:
                 raise MachineError(f"machine '{self.name}': {message}")
         g = self.geometry  # parses the dead links
+        self.failures  # and the failing ones
         if self.wrap and min(g.width, g.height) < 3:
             # below 3 a row's E and W links (or a column's N and S) would join the same two chips
             raise MachineError(f"machine '{self.name}': wrap-around needs at least 3 x 3 chips, the mesh is "
@@ -237,6 +261,7 @@ PRESETS: dict[str, Machine] = {
 def make_machine(preset: str = "spinnaker2", **overrides) -> Machine:
     if preset not in PRESETS:
         raise MachineError(f"unknown machine preset '{preset}'; known: {', '.join(PRESETS)}")
-    if "dead_links" in overrides:
-        overrides["dead_links"] = tuple(overrides["dead_links"])
+    for k in ("dead_links", "failing_links"):
+        if k in overrides:
+            overrides[k] = tuple(overrides[k])
     return replace(PRESETS[preset], **overrides).validate()

@@ -55,6 +55,8 @@ MACHINE_SCHEMA = {
     "wrap": (bool, None, None),  # wrap-around links: a torus of boards
     "dead_links": (list, None, lambda v: None if all(isinstance(x, str) for x in v)
                    else 'must be a list of "CHIP:LINK" strings'),  # wires that are down, e.g. ["4:NE"]
+    "failing_links": (list, None, lambda v: None if all(isinstance(x, str) for x in v)
+                      else 'must be a list of "CHIP:LINK@TICK" strings'),  # wires that fail mid-run
 }
 
 POPULATION_SCHEMA = {
@@ -199,11 +201,11 @@ class Recipe:
 
     def with_overrides(self, *, seed=None, pes=None, epochs=None, batch=None, data=None,
                        machine=None, skip_bad=None, chips=None, pes_per_chip=None, wrap=None,
-                       dead_links=None) -> "Recipe":
+                       dead_links=None, failing_links=None) -> "Recipe":
         """Apply command-line overrides. --pes N splits every neuron population over N PEs; --data points a
         corpus-based data set at another folder or archive; --machine swaps the machine preset; --chips and
         --pes-per-chip reshape it (a network needing more PEs than a chip has spans chips); --wrap joins the
-        mesh into a torus, --dead-link takes wires down."""
+        mesh into a torus, --dead-link takes wires down, --link-fails takes one down at a tick."""
         r = self
         from .errors import MachineError
         if machine is not None:
@@ -211,7 +213,7 @@ class Recipe:
                 r = replace(r, machine=make_machine(machine))
             except MachineError as e:
                 raise RecipeError(f"--machine: {e}") from None
-        if chips is not None or pes_per_chip is not None or wrap is not None or dead_links is not None:
+        if any(v is not None for v in (chips, pes_per_chip, wrap, dead_links, failing_links)):
             shape = {"chips": chips, "width": 0} if chips is not None else {}
             if pes_per_chip is not None:
                 shape["pes_per_chip"] = pes_per_chip
@@ -219,10 +221,12 @@ class Recipe:
                 shape["wrap"] = bool(wrap)
             if dead_links is not None:
                 shape["dead_links"] = tuple(dead_links)
+            if failing_links is not None:
+                shape["failing_links"] = tuple(failing_links)
             try:
                 r = replace(r, machine=replace(r.machine, **shape).validate())
             except MachineError as e:
-                raise RecipeError(f"--chips/--pes-per-chip/--wrap/--dead-link: {e}") from None
+                raise RecipeError(f"--chips/--pes-per-chip/--wrap/--dead-link/--link-fails: {e}") from None
         if data is not None:
             if "path" not in r.data:
                 raise RecipeError(f"--data applies to recipes that read a corpus; data kind '{r.data['kind']}' "

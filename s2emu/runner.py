@@ -150,6 +150,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "mesh": [recipe.machine.geometry.width, recipe.machine.geometry.height],
         "wrap": recipe.machine.wrap,
         "dead_links": list(recipe.machine.dead_links),
+        "failing_links": list(recipe.machine.failing_links),
         "hops": b.mapping.hops,
         "chip_nodes": raw.chip_nodes,
         "pes_per_process": pes_per_process if engine == "ray" else None,

@@ -283,3 +283,69 @@ def test_map_names_a_torus_and_its_dead_links():
     assert "mesh 3 x 3 torus, 9 chips in use, 2 hops a tick; dead wire ends: 4:E, 5:W" in text
     bad = subprocess.run(args[:-1] + ["4:X"], capture_output=True, text=True)
     assert bad.returncode == 2 and "expected CHIP:LINK" in bad.stderr and not bad.stdout
+
+
+def failing(spec, batch=4):
+    r = smoke(epochs=1, batch=batch, pes=8, chips=9, pes_per_chip=1, failing_links=[spec])
+    return dataclasses.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
+
+
+@pytest.mark.parametrize("spec", ["4:E@0", "4:E@40", "4:N@7"])
+def test_a_wire_that_fails_mid_run_is_routed_around(spec):
+    """Emergency routing: the tables still send packets over the wire, the routers send them around it by the
+    other two sides of a triangle, one hop late but within the tick: the same bits, every endpoint the same
+    packets, nothing dropped, and from its tick on nothing on the failed wire."""
+    plain, c0, _ = digest(dataclasses.replace(failing(spec), machine=dataclasses.replace(
+        failing(spec).machine, failing_links=())))
+    got, c, b = digest(failing(spec))
+    assert got == plain and c["delivered"] == c0["delivered"] and c["dropped"] == 0
+    assert c["emergency_routed"] > 0 and c0["emergency_routed"] == 0
+    assert b.mapping.rounds == b.mapping.hops + 1
+    chip, _, rest = spec.partition(":")
+    link, tick = rest.split("@")
+    per_link = {(x["chip"], name): n for x in c["chips"] for name, n in x["link_sent"].items()}
+    before = {(x["chip"], name): n for x in c0["chips"] for name, n in x["link_sent"].items()}
+    on_wire = per_link[(int(chip), link)]
+    assert (on_wire == 0) if tick == "0" else (0 < on_wire < before[(int(chip), link)])
+    # the detour's first leg, the next link counter-clockwise, carries the failed wire's packets too
+    first_leg = LINK_NAMES[(LINK_NAMES.index(link) + 1) % 6]
+    assert per_link[(int(chip), first_leg)] > before.get((int(chip), first_leg), 0)
+
+
+def test_a_detour_that_leads_off_the_board_drops_and_says_so():
+    """Chip 1's W link fails: its detour would start on SW, off the board's bottom edge. The packets are
+    dropped, as on the chip, and counted and reported, not lost silently."""
+    b = build(failing("0:E@0"))
+    raw = run_engine("local", b)
+    assert raw.router_counters["dropped_link"] > 0 and "failed" in raw.drop_report
+
+
+def test_failing_links_are_checked():
+    for spec, why in [("4:E", "CHIP:LINK@TICK"), ("4:E@soon", "CHIP:LINK@TICK"), ("0:W@3", "no such link"),
+                      ("9:E@1", "no such link")]:
+        with pytest.raises(MachineError, match=why):
+            make_machine(chips=9, failing_links=[spec])
+    with pytest.raises(MachineError, match="dead from the start"):
+        make_machine(chips=9, dead_links=["4:E"], failing_links=["5:W@3"])
+    m = make_machine(chips=9, failing_links=["4:E@10", "5:W@4"])  # one wire, named from both ends: the first
+    assert m.failures == {(4, 0): 4, (5, 3): 4}
+
+
+def test_detours_cross_a_link_message_and_bad_ones_are_refused():
+    from s2emu.router.packets import Detour, decode_many, encode_many
+
+    a = PacketBatch.make(3, 7, 1, mc_keys=[1, 2])
+    b = PacketBatch.make(4, 7, 1, mcp_keys=[5], mcp_payload=[0.5])
+    got = decode_many(encode_many([a, Detour(2, True, b), Detour(5, False, a)]))
+    assert got[0] == a and got[1].batch == b and got[1][:2] == (2, True) and got[2][:2] == (5, False)
+    import msgpack
+    for bad in ([[7, True, b"x"]], [[1, 1, b"x"]], [[1, True]]):
+        with pytest.raises(PacketError, match="link message"):
+            decode_many(msgpack.packb(bad, use_bin_type=True))
+
+
+@pytest.mark.ray
+def test_ray_routes_around_a_failing_wire_with_the_local_bits_and_counters(ray_local):
+    r = failing("4:E@20", batch=2)
+    local, ray = digest(r), digest(r, "ray")
+    assert ray[0] == local[0] and ray[1] == local[1] and local[1]["emergency_routed"] > 0
