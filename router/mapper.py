@@ -139,6 +139,7 @@ class Mapping:
             "mesh": [self.machine.geometry.width, self.machine.geometry.height],
             "wrap": self.machine.wrap,
             "dead_links": list(self.machine.dead_links),
+            "failing_links": list(self.machine.failing_links),
             "hops": self.hops,
             "chips": [{"chip": c, "xy": list(self.machine.geometry.xy(c)), "endpoints": self.chip_endpoints(c),
                        "entries": len(t), "rows": t.to_rows()} for c, t in sorted(self.tables.items())],

@@ -403,7 +403,9 @@ def cmd_map(args) -> dict:
             g = m.machine.geometry
             down = g.dead_wire_ends()
             out_console.print(f"mesh {g.width} x {g.height}{' torus' if g.wrap else ''}, {len(m.tables)} chips in use, "
-                              f"{m.hops} hops a tick" + (f"; dead wire ends: {', '.join(down)}" if down else ""))
+                              f"{m.hops} hops a tick" + (f"; dead wire ends: {', '.join(down)}" if down else "")
+                              + (f"; failing: {', '.join(m.machine.failing_links)} (emergency routing)"
+                                 if m.machine.failing_links else ""))
         for chip, table in sorted(m.tables.items()):
             on_chip = m.chip_endpoints(chip)
             where = f"chip {chip} {m.machine.geometry.xy(chip)}: " if len(m.tables) > 1 else ""
