@@ -89,6 +89,7 @@ class Router:
         self._u32 = np.empty(0, np.uint32)
         self._no_bounds = ([0] * n_endpoints,) * 2  # every endpoint gets none of a kind
         self._plans: dict[bytes, tuple] = {}  # key sequence -> its multicast plan (_multicast)
+        self._class_plans: dict[bytes, np.ndarray] = {}  # entries hit -> the endpoint classes (_classes)
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -204,13 +205,22 @@ class Router:
         return packets, spans
 
     def _classes(self, entries: np.ndarray) -> np.ndarray:
-        """Per endpoint, the first endpoint reached by exactly the same of these table entries."""
+        """Per endpoint, the first endpoint reached by exactly the same of these table entries. Depends on
+        the set of entries alone, which repeats far more often than the key sequences (_plans): remembered."""
         hit = np.unique(entries)
+        known = self._class_plans.get(hit.tobytes())
+        if known is not None:
+            return known
         if len(hit) > 62:  # more than a signature's bits: every endpoint its own class
-            return np.arange(self.n_endpoints)
-        signature = (self._reaches[hit] << np.arange(len(hit))[:, None]).sum(axis=0)
-        _, first, cls = np.unique(signature, return_index=True, return_inverse=True)
-        return first[cls]
+            rep = np.arange(self.n_endpoints)
+        else:
+            signature = (self._reaches[hit] << np.arange(len(hit))[:, None]).sum(axis=0)
+            _, first, cls = np.unique(signature, return_index=True, return_inverse=True)
+            rep = first[cls]
+        if len(self._class_plans) >= MAX_PLANS:
+            self._class_plans.clear()
+        self._class_plans[hit.tobytes()] = rep
+        return rep
 
     def _bounds(self, counts: np.ndarray) -> tuple[list[int], list[int]]:
         self.delivered += counts
