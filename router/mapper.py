@@ -103,8 +103,9 @@ class Mapping:
 
     @property
     def rounds(self) -> int:
-        """Hop rounds of a tick: `hops`, and one more per failing wire (an emergency detour is a hop longer)."""
-        return self.hops + len(self.machine.failing_links)
+        """Hop rounds of a tick: `hops`, and one more per failing wire between two chips in use (a path crosses
+        a wire once at most, and an emergency detour is one hop longer)."""
+        return self.hops + len(failing_wires(self.machine, self.tables))
 
     @property
     def n_pes(self) -> int:
@@ -376,15 +377,23 @@ def map_network(network: Network, machine: Machine, stack_blocks: list[list[str]
         flows = _flows(network, vertices, keys, host=len(vertices))
     tables, before, hops = route_flows(flows, chips_of_endpoints(len(vertices), machine), machine.geometry,
                                        machine.router_entries)
-    return Mapping(network, machine, vertices, keys, _with_detour_chips(tables, machine), before, hops)
+    return Mapping(network, machine, vertices, keys, with_detour_chips(tables, machine), before, hops)
 
 
-def _with_detour_chips(tables: dict, machine: Machine) -> dict:
+def failing_wires(machine: Machine, tables: dict) -> set[frozenset]:
+    """The failing wires (each as its two (chip, link) ends) between two chips in use: the others carry
+    nothing anyway."""
+    g = machine.geometry
+    return {frozenset({(chip, link), (g.neighbour(chip, link), (link + 3) % N_LINKS)})
+            for chip, link in machine.failures if chip in tables and g.neighbour(chip, link) in tables}
+
+
+def with_detour_chips(tables: dict, machine: Machine) -> dict:
     """The chips an emergency detour around a failing wire passes through (router/router.py) need a router
     too, even with an empty table."""
     g = machine.geometry
-    vias = {via for (chip, link) in machine.failures
-            if chip in tables and (via := g.neighbour(chip, (link + 1) % N_LINKS)) is not None} - set(tables)
+    vias = {via for wire in failing_wires(machine, tables) for (chip, link) in wire
+            if (via := g.neighbour(chip, (link + 1) % N_LINKS)) is not None} - set(tables)
     if not vias:
         return tables
     return dict(sorted({**tables, **{c: MulticastTable((), machine.router_entries) for c in vias}}.items()))

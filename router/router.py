@@ -319,11 +319,10 @@ class Router:
                 part = PacketBatch.unchecked(bt.src, bt.tick, bt.streams, bt.mc_keys[m], bt.mcp_keys[q],
                                              bt.mcp_payload[q], bt.p2p_dest[p], bt.p2p_tag[p], bt.p2p_payload[p])
                 if self._failed(link, tick):
-                    self.emergency_routed += int(counts[link])
                     self._send(out, (link + 1) % N_LINKS, Detour(link, True, part), last, tick)
                 else:
                     self._send(out, link, part, last, tick)
-        for d in detours:
+        for d in sorted(detours, key=lambda d: (d.batch.src, d.direction)):  # as they came on every engine
             self._send(out, (d.direction - 1) % N_LINKS, Detour(d.direction, False, d.batch), last, tick)
         return out
 
@@ -332,14 +331,18 @@ class Router:
 
     def _send(self, out: dict, link: int, item, last: bool, tick: int) -> None:
         """forward's last step: `item` (a batch, or a batch on a Detour) leaves by `link`, or is dropped."""
-        bt = item.batch if isinstance(item, Detour) else item
+        detour = isinstance(item, Detour)
+        bt = item.batch if detour else item
         n = len(bt)
         if last or link not in self.links or self._failed(link, tick):
             self.dropped += n
             self.dropped_link += n
-            if len(self.first_drops) < MAX_REMEMBERED_DROPS:
-                self._remember("link", np.array([link]), np.array([bt.src]))
+            if len(self.first_drops) < MAX_REMEMBERED_DROPS:  # a detour's drop names the wire it went around
+                self._remember("detour" if detour else "link", np.array([item.direction if detour else link]),
+                               np.array([bt.src]))
             return
+        if detour and item.first_leg:
+            self.emergency_routed += n
         self.link_sent[link] += n
         out.setdefault(link, []).append(item)
 
@@ -371,8 +374,9 @@ class Router:
             "delivered": [int(x) for x in self.delivered],
             "mc_sent": [int(x) for x in self.mc_sent],
             "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},
-            "first_drops": [{"kind": k, {"mc": "key", "p2p": "dest", "link": "link"}[k]:
-                             f"0x{v:08x}" if k == "mc" else LINK_NAMES[v] if k == "link" else v, "src": s}
+            "first_drops": [{"kind": k, {"mc": "key", "p2p": "dest", "link": "link", "detour": "failed_link"}[k]:
+                             f"0x{v:08x}" if k == "mc" else LINK_NAMES[v] if k in ("link", "detour") else v,
+                             "src": s}
                             for k, v, s in self.first_drops],
         }
 
@@ -382,6 +386,7 @@ class Router:
             return None
         first = ", ".join(f"key 0x{v:08x} from src {s}" if k == "mc" else
                           f"packets of src {s} on link {LINK_NAMES[v]}" if k == "link" else
+                          f"packets of src {s} detouring around failed link {LINK_NAMES[v]}" if k == "detour" else
                           f"p2p to endpoint {v} from src {s}" for k, v, s in self.first_drops)
         link = (f", {self.dropped_link} on a link off the mesh, failed, or past the hop limit" if self.dropped_link else "")
         return (f"router {self.chip} dropped {self.dropped} packets ({self.dropped_mc} multicast "

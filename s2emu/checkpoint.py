@@ -73,7 +73,7 @@ def fingerprint(build) -> str:
     if build.window > 1:  # its packets in flight are for more ticks (older checkpoints hash as window 1)
         h.update(pack({"window": build.window}))
     if build.mapping.machine.failing_links:  # wires that fail mid-run change the routes from then on
-        h.update(pack({"failing_links": sorted(build.mapping.machine.failing_links)}))
+        h.update(pack({"failing_links": sorted([*end, t] for end, t in build.mapping.machine.failures.items())}))
     return h.hexdigest()
 
 

@@ -148,7 +148,7 @@ def _search(g: MeshGeometry, root: int) -> tuple[list[int], list]:
     return dist, parent
 
 
-def parse_links(specs, width: int, height: int, wrap: bool, what: str = "dead link") -> frozenset:
+def parse_links(specs, width: int, height: int, wrap: bool) -> frozenset:
     """"CHIP:LINK" wire ends (e.g. "4:NE") as the set of both ends of each wire; MachineError if one names no
     chip, no link, or leads off the board."""
     board = MeshGeometry(width, height, wrap)
@@ -156,11 +156,11 @@ def parse_links(specs, width: int, height: int, wrap: bool, what: str = "dead li
     for spec in specs:
         chip, _, name = str(spec).partition(":")
         if not chip.strip().isdigit() or name.strip().upper() not in LINK_NAMES:
-            raise MachineError(f"{what} '{spec}': expected CHIP:LINK with LINK one of {', '.join(LINK_NAMES)}")
+            raise MachineError(f"dead link '{spec}': expected CHIP:LINK with LINK one of {', '.join(LINK_NAMES)}")
         chip, link = int(chip), LINK_NAMES.index(name.strip().upper())
         other = board.neighbour(chip, link) if chip < board.chips else None
         if other is None:
-            raise MachineError(f"{what} '{spec}': chip {chip} has no such link on a {width} x {height} "
+            raise MachineError(f"dead link '{spec}': chip {chip} has no such link on a {width} x {height} "
                                f"{'torus' if wrap else 'mesh'}")
         dead |= {(chip, link), (other, opposite(link))}
     return frozenset(dead)
@@ -175,7 +175,14 @@ def parse_failures(specs, geometry: MeshGeometry) -> dict[tuple[int, int], int]:
         wire, at, tick = str(spec).partition("@")
         if not at or not tick.strip().isdigit():
             raise MachineError(f"failing link '{spec}': expected CHIP:LINK@TICK (e.g. 4:NE@500)")
-        ends = parse_links([wire], geometry.width, geometry.height, geometry.wrap, what="failing link")
+        chip = wire.partition(":")[0].strip()
+        if chip.isdigit() and int(chip) >= geometry.chips:
+            raise MachineError(f"failing link '{spec}': there is no chip {chip} on a {geometry.width} x "
+                               f"{geometry.height} mesh")
+        try:
+            ends = parse_links([wire], geometry.width, geometry.height, geometry.wrap)
+        except MachineError as e:  # said of the wire alone: say it of the whole spec
+            raise MachineError(f"failing link '{spec}' (CHIP:LINK@TICK): {str(e).partition(': ')[2]}") from None
         if ends & geometry.dead:
             raise MachineError(f"failing link '{spec}': that wire is dead from the start (dead_links)")
         for e in ends:

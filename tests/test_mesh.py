@@ -13,7 +13,7 @@ from s2emu.build import build
 from s2emu.engines import run_engine
 from s2emu.errors import MachineError, PacketError, S2EmuError
 from s2emu.machine import LINK_NAMES, make_machine, opposite
-from s2emu.router.mapper import Flow, Mapping, Vertex, chips_of_endpoints, route_flows
+from s2emu.router.mapper import Flow, Mapping, Vertex, chips_of_endpoints, route_flows, with_detour_chips
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import PacketBatch
 from s2emu.router.table import endpoints_of, links_of
@@ -300,7 +300,6 @@ def test_a_wire_that_fails_mid_run_is_routed_around(spec):
     got, c, b = digest(failing(spec))
     assert got == plain and c["delivered"] == c0["delivered"] and c["dropped"] == 0
     assert c["emergency_routed"] > 0 and c0["emergency_routed"] == 0
-    assert b.mapping.rounds == b.mapping.hops + 1
     chip, _, rest = spec.partition(":")
     link, tick = rest.split("@")
     per_link = {(x["chip"], name): n for x in c["chips"] for name, n in x["link_sent"].items()}
@@ -313,22 +312,59 @@ def test_a_wire_that_fails_mid_run_is_routed_around(spec):
 
 
 def test_a_detour_that_leads_off_the_board_drops_and_says_so():
-    """Chip 1's W link fails: its detour would start on SW, off the board's bottom edge. The packets are
-    dropped, as on the chip, and counted and reported, not lost silently."""
+    """The wire 0:E-1:W fails: chip 0's packets go around it (NE, then S), but chip 1's detour would start on
+    SW, off the board's bottom edge. Those are dropped, as on the chip, and counted and reported, not lost
+    silently; only the detours that left count as emergency-routed."""
     b = build(failing("0:E@0"))
     raw = run_engine("local", b)
-    assert raw.router_counters["dropped_link"] > 0 and "failed" in raw.drop_report
+    chips = {x["chip"]: x for x in raw.router_counters["chips"]}
+    assert chips[0]["emergency_routed"] > 0 and chips[1]["emergency_routed"] == 0 and chips[1]["dropped"] > 0
+    assert chips[0]["link_sent"]["E"] == 0 and chips[1]["link_sent"]["SW"] == 0
+    assert "detouring around failed link W" in raw.drop_report
+
+
+def test_a_detour_arrives_travelling_the_failed_links_way():
+    """Three chips in a row under three more, one flow PE 0 -> PE 2 along the bottom row, chip 1 without an
+    entry (default routing carries it on). The wire 0:E fails: the packet goes NE to chip 4, S to chip 1, and
+    chip 1 must pass it on E, the failed link's way, not S, the way it came in."""
+    machine = make_machine(chips=6, width=3, pes_per_chip=1, failing_links=["0:E@0"])
+    chips = chips_of_endpoints(3, machine)
+    tables, before, hops = route_flows([Flow(0x100, 0xFFFFFF00, 0, (2,))], chips, machine.geometry,
+                                       machine.router_entries)
+    assert {c: len(t) for c, t in tables.items()} == {0: 1, 1: 0, 2: 1}
+    m = Mapping(None, machine, tuple(Vertex(p, "h", p, p, p + 1) for p in range(3)), None,
+                with_detour_chips(tables, machine), before, hops)
+    assert sorted(m.tables) == [0, 1, 2, 4] and m.rounds == hops + 1
+    mesh = Mesh(m, streams=1)
+    out = mesh.route([PacketBatch.make(0, 3, mc_keys=[0x1AB])], 3)
+    assert out[2].mc_keys.tolist() == [0x1AB]
+    c = mesh.counters_dict()
+    assert c["emergency_routed"] == 1 and c["default_routed"] == 1 and c["dropped"] == 0
+    links = {(x["from"], x["link"]): x["packets"] for x in c["links"]}
+    assert links[(0, "E")] == 0 and links[(0, "NE")] == links[(4, "S")] == links[(1, "E")] == 1
+
+
+def test_a_failing_wire_no_route_uses_costs_nothing():
+    """Everything on chip 0: a failing wire between two chips nobody uses adds no detour chip, no hop round."""
+    b = build(smoke(epochs=0, pes=8, chips=9, failing_links=["0:E@3"]), load_data=False)
+    assert sorted(b.mapping.tables) == [0] and b.mapping.rounds == 0
 
 
 def test_failing_links_are_checked():
-    for spec, why in [("4:E", "CHIP:LINK@TICK"), ("4:E@soon", "CHIP:LINK@TICK"), ("0:W@3", "no such link"),
-                      ("9:E@1", "no such link")]:
+    for spec, why in [("4:E", "CHIP:LINK@TICK"), ("4:E@soon", "CHIP:LINK@TICK"),
+                      ("0:W@3", r"'0:W@3' \(CHIP:LINK@TICK\): chip 0 has no such link"),
+                      ("4:X@5", r"'4:X@5' \(CHIP:LINK@TICK\): expected"), ("9:E@1", "there is no chip 9")]:
         with pytest.raises(MachineError, match=why):
             make_machine(chips=9, failing_links=[spec])
     with pytest.raises(MachineError, match="dead from the start"):
         make_machine(chips=9, dead_links=["4:E"], failing_links=["5:W@3"])
     m = make_machine(chips=9, failing_links=["4:E@10", "5:W@4"])  # one wire, named from both ends: the first
     assert m.failures == {(4, 0): 4, (5, 3): 4}
+    # a checkpoint knows the same failures however they are spelled
+    from s2emu.checkpoint import fingerprint
+    prints = {fingerprint(build(smoke(epochs=0, pes=8, chips=9, pes_per_chip=1, failing_links=spec),
+                                load_data=False)) for spec in (["4:E@10"], ["5:w@10"], ["4:E@10", "5:W@10"])}
+    assert len(prints) == 1
 
 
 def test_detours_cross_a_link_message_and_bad_ones_are_refused():
