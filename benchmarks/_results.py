@@ -1,12 +1,25 @@
-"""How every benchmark leaves its figures: <name>.json (the full results) and <name>.md (a table) in one
-folder, and the JSON object on stdout. And the figures of one run split over PEs, shared by the scaling
+"""How every benchmark takes its command line (arguments) and leaves its figures: <name>.json (the full
+results) and <name>.md (a table) in one folder, and the JSON object on stdout. And the figures of one run split over PEs, shared by the scaling
 benchmarks."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def arguments(doc: str | None = None, repeats: int | None = None) -> argparse.ArgumentParser:
+    """A benchmark's command line, to which it adds its own options: --out (where its JSON and Markdown land)
+    and, for one that repeats its runs, --repeats (the medians are over these)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if repeats is not None:
+        ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--out", default=str(RESULTS))
+    return ap
 
 
 def write_results(out_dir, name: str, out: dict, md_lines: list[str]) -> None:

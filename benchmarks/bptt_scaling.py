@@ -12,13 +12,12 @@ state_digest (the split does not change a bit); "fits" says whether the largest 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from _results import split_row, write_results
+from _results import arguments, split_row, write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
@@ -28,14 +27,12 @@ PE_SRAM = 128 * 1024  # a SpiNNaker 2 PE
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=1)
     ap.add_argument("--pes", default="1,4,8,12")
     ap.add_argument("--truncation", default="all,10")
     ap.add_argument("--train", type=int, default=64)
     ap.add_argument("--test", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--engine", default="local")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     base = load_recipe(str(RECIPE)).with_overrides(epochs=1)
     base = dataclasses.replace(base, data={**base.data, "max_train": args.train, "max_test": args.test})

@@ -12,7 +12,6 @@ Writes deepr_mnist.json and deepr_mnist.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.host.datasets import load_dataset
 from s2emu.recipe import load_recipe
@@ -80,11 +79,10 @@ def chip(recipe, label: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__)
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     ap.add_argument("--skip-seed-settings", action="store_true")
     ap.add_argument("--dense-lr", type=float, default=0.01)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     recipe = load_recipe(str(RECIPE))
     epochs = args.epochs or recipe.schedule.epochs

@@ -12,13 +12,12 @@ the arithmetic divides.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from _results import split_row, write_results
+from _results import arguments, split_row, write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
@@ -27,13 +26,11 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "deepr_mnist.toml"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--pes", default="1,2,4,8")
     ap.add_argument("--train", type=int, default=300)
     ap.add_argument("--test", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engines", default="local,ray")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     base = load_recipe(str(RECIPE)).with_overrides(epochs=1)
     base = dataclasses.replace(base, data={**base.data, "max_train": args.train, "max_test": args.test})

@@ -17,7 +17,6 @@ actors are up, which includes Ray's own daemons.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import statistics
@@ -25,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.build import build
 from s2emu.engines import run_engine
@@ -63,13 +62,12 @@ def chip_recipe(pes: int, per_pe: int, chips: int = 1):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__)
     ap.add_argument("--pes", type=int, default=151, help="hidden PEs (one more holds the readout)")
     ap.add_argument("--per-pe", type=int, default=2, help="hidden neurons per PE")
     ap.add_argument("--transport", default="channels")
     ap.add_argument("--pes-per-process", type=int, default=1)
     ap.add_argument("--chips", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     recipe = chip_recipe(args.pes, args.per_pe, args.chips)
     b = build(recipe)

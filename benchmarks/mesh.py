@@ -7,21 +7,19 @@ placed on one 152-PE chip, then with 4, 2 and 1 PEs per chip on machines of 4, 8
 4x4 meshes, the 4x4 as a torus, --wrap, and the 4x4 with one busy wire failing at tick 0, --link-fails, which
 the routers detour around; the ray engine runs one router actor per chip in use). Per row: chips, mesh, hops
 per tick, router entries over all chips, packets sent on links per tick, default-routed and emergency-routed
-packets, wall ms per tick (median of the
-repeats, engines and layouts interleaved) and the state digest, which must not change. Writes mesh.json and
-mesh.md.
+packets, wall ms per tick (median of the repeats, engines and layouts interleaved) and the state digest,
+which must not change. Writes mesh.json and mesh.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.engines.ray_engine import start_ray
 from s2emu.recipe import load_recipe
@@ -35,12 +33,10 @@ LAYOUTS = ((1, 152, False, ()), (4, 4, False, ()), (8, 2, False, ()), (16, 1, Fa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--train", type=int, default=16)
     ap.add_argument("--test", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engines", default="local,ray")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     base = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml")).with_overrides(epochs=1, batch=1)
     base = dataclasses.replace(base, data={**base.data, "max_train": args.train, "max_test": args.test})

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "eprop_kws.toml"
 N_IN, N_REC, N_OUT, STEPS, WINDOW = 80, 120, 12, 100, 10
@@ -139,15 +139,13 @@ def s2emu_run(samples: int, batch: int | None, whole: bool = False) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--samples", type=int, default=32, help="training clips (and as many test clips for s2emu)")
     ap.add_argument("--batch-samples", type=int, default=128,
                     help="training (and test) clips of the batched s2emu row (a few batches of 32)")
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--input-rates", default="0.02,0.2", help="NEST's input spike probabilities per step")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--nest-child", metavar="JSON", help=argparse.SUPPRESS)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     if args.nest_child:
         Path(args.nest_child).write_text(json.dumps(nest_run(args.samples, float(args.input_rates), args.seed)))

@@ -14,14 +14,12 @@ in one run rather than absolute figures across runs.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.engines import run_engine
 from s2emu.engines.ray_engine import start_ray
@@ -43,11 +41,9 @@ def one_run(recipe, engine, transport) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--pes", default="4,12,14", help="comma-separated --pes splits of the smoke recipe")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     started = start_ray()  # one Ray for every run; each run starts and kills its own actors
     load_before = os.getloadavg()

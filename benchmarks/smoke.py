@@ -8,22 +8,18 @@ measured in one run rather than absolute figures across runs.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.recipe import load_recipe
 from s2emu.runner import run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap = arguments(__doc__, repeats=3)
     args = ap.parse_args()
     recipe = load_recipe("smoke")
     rows = []

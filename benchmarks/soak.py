@@ -11,14 +11,13 @@ quarter of the run with the median of its second quarter (the first quarter is w
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.model import load_model
 from s2emu.recipe import load_recipe
@@ -91,11 +90,10 @@ def main() -> None:
     global _DRIVER
     import os
     _DRIVER = os.getpid()
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__)
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--sample-every", type=float, default=5.0, help="seconds between memory samples")
     ap.add_argument("--engine", default="ray")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     recipe = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml"))
     weights, _ = load_model(str(ROOT / "models" / "eprop_kws.npz"), recipe.network)

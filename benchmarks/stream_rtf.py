@@ -13,14 +13,13 @@ stream_rtf.md; medians over repeats, engines interleaved.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.engines.ray_engine import start_ray
 from s2emu.model import load_model
@@ -31,10 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--clips", type=int, default=60)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     recipe = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml"))
     weights, _ = load_model(ROOT / "models" / "eprop_kws.npz", recipe.network)

@@ -12,14 +12,13 @@ and feature extraction are not counted). Medians over repeats. Writes train_thro
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.host.datasets import load_dataset
 from s2emu.recipe import load_recipe
@@ -29,11 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--train", type=int, default=256)
     ap.add_argument("--test", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     full = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml"))
     n_train_all = len(load_dataset(full.data, full.seed).y_train)

@@ -12,12 +12,11 @@ not change. Writes window.json and window.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 from pathlib import Path
 
-from _results import write_results
+from _results import arguments, write_results
 
 from s2emu.engines.ray_engine import start_ray
 from s2emu.recipe import load_recipe
@@ -27,14 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = arguments(__doc__, repeats=3)
     ap.add_argument("--delay", type=int, default=4)
     ap.add_argument("--windows", default="1,2,4")
     ap.add_argument("--train", type=int, default=16)
     ap.add_argument("--test", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pes-per-process", type=int, default=1)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     r = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml")).with_overrides(epochs=1, batch=1)
