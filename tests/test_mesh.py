@@ -382,6 +382,12 @@ def test_detours_cross_a_link_message_and_bad_ones_are_refused():
 
 @pytest.mark.ray
 def test_ray_routes_around_a_failing_wire_with_the_local_bits_and_counters(ray_local):
-    r = failing("4:E@20", batch=2)
+    """A 4 x 3 mesh whose top row holds no endpoints: the detour around 4:E passes through chip 9, a router
+    actor without endpoint processes."""
+    r = smoke(epochs=1, batch=2, pes=8, chips=12, pes_per_chip=1, failing_links=["4:E@20"])
+    r = dataclasses.replace(r, data={**r.data, "train_per_class": 8, "test_per_class": 4})
     local, ray = digest(r), digest(r, "ray")
     assert ray[0] == local[0] and ray[1] == local[1] and local[1]["emergency_routed"] > 0
+    intact = digest(dataclasses.replace(r, machine=dataclasses.replace(r.machine, failing_links=())))
+    via, before = (next(x for x in c["chips"] if x["chip"] == 9) for c in (local[1], intact[1]))
+    assert via["endpoints"] == [] and via["link_sent"]["S"] > before["link_sent"]["S"]  # the second leg, 9 -> 5
