@@ -26,7 +26,7 @@ import numpy as np
 
 from s2emu.errors import PacketError
 
-from .pe import NeuronPE, find_each_once, make_pe, neuron_tick
+from .pe import NeuronPE, apply_update, find_each_once, fold_learning_signal, make_pe, neuron_tick
 
 
 class StackedStore:
@@ -123,6 +123,11 @@ class NeuronGroup:
         self.v, self.a, self.z, self.I = (whole(a) for a in (m0.v, m0.a, m0.z, m0.I))
         self.c, self.lc, self.projections = m0.c, m0.lc, m0.projections
         self.per_synapse, self.online, self.B = m0.per_synapse, m0.online, m0.B
+        # what apply_update (cores/pe.py) reads: the optimizer over the group's moments, every member's
+        # self-synapses; and what each member's own Adam steps would have counted
+        self.adam = [a.on(whole(a.m), whole(a.v)) for a in m0.adam]
+        self.diagonal = (np.concatenate([m.diagonal[0] for m in members]), np.arange(self.P * self.n))
+        self._optimizer_elements = sum(w.size for w in m0.W)
         self._scratch_arrays = {}
         self._bounds = np.arange(self.P + 1) * self.n  # member p's neurons: [bounds[p], bounds[p + 1])
         self.at = 0
@@ -228,6 +233,10 @@ class NeuronGroup:
         self.at = 0
         m0 = self.members[0]
         sample, s = m0.clock.where(tick)
+        if s == 0 and self.fast:
+            outs = self._sample_start(tick, sample, inbounds)
+            if outs is not None:
+                return outs
         got = self._decode(inbounds) if self.fast and m0.steps_at(s) else None
         if got is None:
             return [self._each(p).step(tick, ib) for p, ib in enumerate(inbounds)]
@@ -246,6 +255,62 @@ class NeuronGroup:
             m._note_work(rows, learn)
             outs.append(m._emit(tick, fired[cut[p]:cut[p + 1]] if self.B == 1 else None))
         return outs
+
+    def _sample_start(self, tick: int, sample: int, inbounds: list) -> list | None:
+        """Tick 0 of a sample (NeuronPE.step's), all members at once: the learning signal of the sample that
+        ended (the weights change as it arrives: one Adam step over the group's arrays, not one per member),
+        the pending online update, the reset. None: the members step alone (they got different packets)."""
+        got = self._decode(inbounds)
+        if got is None:
+            return None
+        m0 = self.members[0]
+        signals = got[1]
+        if len(signals) == self.P and m0.learning:
+            self._take_learning_signals(np.concatenate([L for _, L in signals], axis=1), inbounds[0].tick)
+        else:  # some members, or learning is off (the PE raises)
+            for p, L in signals:
+                self._each(p)._take_learning_signal(L, inbounds[p].tick)
+        pending = [m.pending for m in self.members]
+        if any(pending) and m0.clock.learns(sample - 1):
+            if all(pending):
+                self._update(sample - 1)
+            else:
+                for p in np.flatnonzero(pending):
+                    self._each(p)._update(sample - 1)
+        for m in self.members:
+            m.pending = False
+        NeuronPE._reset(self)
+        outs = []
+        for p, m in enumerate(self.members):
+            self.at = p
+            outs.append(m._out(tick))
+        return outs
+
+    def _take_learning_signals(self, L: np.ndarray, sent: int) -> None:
+        """NeuronPE._take_learning_signal for every member at once; L: theirs side by side [B, P n]."""
+        for m in self.members:
+            m._count(*m._signal_work)
+        fold_learning_signal(self, L)
+        if self.online:
+            for m in self.members:
+                m.pending = True
+            return
+        done = self.members[0].clock.where(sent)[0]
+        if self.members[0].clock.learns(done):
+            self._update(done)
+
+    def _update(self, sample: int) -> None:
+        """NeuronPE._update for every member at once (they have taken the same steps)."""
+        if len({m.updates for m in self.members}) != 1:  # cannot happen to PEs stepped alike; never assumed
+            for p in range(self.P):
+                self._each(p)._update(sample)
+            return
+        m0 = self.members[0]
+        for m in self.members:
+            m.updates += 1
+            m.counters["optimizer_elements"] += self._optimizer_elements
+            m.counters["updates"] += 1
+        apply_update(self, m0.lr_for(sample), m0.updates)
 
     def _each(self, p: int) -> NeuronPE:
         self.at = p

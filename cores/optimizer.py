@@ -3,6 +3,8 @@ so every split of a weight matrix over PEs updates each weight identically)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .sram import SramLedger
@@ -31,6 +33,13 @@ class Adam:
         w -= np.float32(lr) * (self.m / c1) / (np.sqrt(self.v / c2) + self.eps)
         if self.counts is not None:
             self.counts["optimizer_elements"] += w.size
+
+    def on(self, m: np.ndarray, v: np.ndarray) -> "Adam":
+        """The same optimizer over other moment arrays (a group's, cores/group.py, whose arrays hold its
+        members' side by side); it counts nothing (the group counts for each member)."""
+        twin = copy.copy(self)
+        twin.m, twin.v, twin.counts = m, v, None
+        return twin
 
     def state(self) -> dict:
         return {"m": self.m, "v": self.v}

@@ -153,6 +153,36 @@ def _traces(S, x: list, psi: np.ndarray) -> None:
             S.grad[q] += ebar
 
 
+def fold_learning_signal(S, L: np.ndarray) -> None:
+    """The learning signal L [B, n] folded into S's gradient slots (S: a NeuronPE, or a group of them, as in
+    neuron_tick): online, grad += sum_b L_b ebar_b in stream order; at the end of a sample the slot holds the
+    ebar sum, which becomes the gradient (at batch 1 in place, as on the chip; with B streams summed into
+    slot 0, which carries the batch gradient to apply_update)."""
+    for q in range(len(S.projections)):
+        if S.online:
+            for b in range(S.B):
+                S.grad[q] += L[b] * S.ebar[q][b]
+        elif S.B == 1:
+            S.grad[q][0] *= L[0]
+        else:
+            g = L[0] * S.grad[q][0]
+            for b in range(1, S.B):
+                g += L[b] * S.grad[q][b]
+            S.grad[q][0] = g
+
+
+def apply_update(S, lr: float, t: int) -> None:
+    """Adam step t of every incoming projection of S (a NeuronPE or a group) from its gradient slot, averaged
+    over the streams, then cleared; a self-recurrent projection's diagonal (no self-connections) stays 0."""
+    for q, pr in enumerate(S.projections):
+        g = S.grad[q] if S.online else S.grad[q][0]
+        g /= np.float32(S.B)
+        if pr["self_recurrent"]:
+            g[S.diagonal] = 0
+        S.adam[q].step(S.W[q], g, lr, t)
+        S.grad[q][...] = 0
+
+
 def find_each_once(keys: np.ndarray, table: np.ndarray, padded: np.ndarray, mark: np.ndarray) -> np.ndarray | None:
     """Each key's position in the sorted `table`, or None if a key is not there or comes twice. `padded` is the
     table with its last key repeated (searchsorted gives len(table) past the last key, and that slot holds a
@@ -461,6 +491,10 @@ class NeuronPE(ProcessingElement):
         self.offset = int(config.get("offset", 1))  # local tick of its first step in a sample (cores/timing.py)
         self._scratch_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._trace_work = self._trace_work_per_tick()
+        # a learning signal's work: per projection, the gradient (or ebar sum) times L, read and written
+        syn = sum(pr["n_pre"] for pr in self.projections) * n * self.B
+        self._signal_work = (syn, 2 * syn)
+        self.diagonal = (np.arange(n) + self.lo, np.arange(n))  # (row, column) of its neurons' self-synapses
 
     def steps_at(self, s: int) -> bool:
         """Does it step its neurons at local tick s? T steps from its offset; before them the input is on
@@ -559,19 +593,8 @@ class NeuronPE(ProcessingElement):
         but before the neurons' first step)."""
         if not self.learning:
             raise PacketError(f"{self.label}: received a learning signal but learning is off")
-        for q in range(len(self.projections)):
-            syn = self.projections[q]["n_pre"] * self.n * self.B
-            self._count(syn, 2 * syn)  # gradient (or ebar sum) times L, read and written
-            if self.online:  # grad += sum_b L_b * ebar_b, in stream order
-                for b in range(self.B):
-                    self.grad[q] += L[b] * self.ebar[q][b]
-            elif self.B == 1:
-                self.grad[q][0] *= L[0]  # in place: the ebar sum becomes the gradient
-            else:
-                g = L[0] * self.grad[q][0]
-                for b in range(1, self.B):
-                    g += L[b] * self.grad[q][b]
-                self.grad[q][0] = g  # slot 0 carries the batch gradient to _update
+        self._count(*self._signal_work)
+        fold_learning_signal(self, L)
         if self.online:
             self.pending = True
             return
@@ -581,15 +604,7 @@ class NeuronPE(ProcessingElement):
 
     def _update(self, sample: int):
         self.updates += 1
-        lr = self.lr_for(sample)
-        for q, pr in enumerate(self.projections):
-            g = self.grad[q] if self.online else self.grad[q][0]
-            g /= np.float32(self.B)
-            if pr["self_recurrent"]:  # no self-connections: the diagonal's gradient is held at 0
-                j = np.arange(self.n)
-                g[j + self.lo, j] = 0
-            self.adam[q].step(self.W[q], g, lr, self.updates)
-            self.grad[q][...] = 0
+        apply_update(self, self.lr_for(sample), self.updates)
         self.counters["updates"] += 1
 
     def recordings(self) -> dict:

@@ -57,6 +57,22 @@ def test_the_kws_recipe_forms_one_group_of_its_twelve_hidden_pes():
     assert g.W[1][0, 5 * 10] == 123.0 and (g.W[1] == 123.0).sum() == 1
 
 
+def test_a_sample_start_with_every_members_learning_signal_steps_as_the_group(monkeypatch):
+    """Tick 0 of a sample brings each member its end-of-sample learning signal, and the weights change: one
+    Adam step over the group's arrays, not a step of each PE alone (the same bits: the variants above)."""
+    from s2emu.cores.group import NeuronGroup
+    from s2emu.cores.pe import NeuronPE
+
+    b = build(_kws_small())
+    alone, updates = [], []
+    step, update = NeuronPE.step, NeuronGroup._update
+    monkeypatch.setattr(NeuronPE, "step", lambda pe, tick, ib: (alone.append(tick), step(pe, tick, ib))[1])
+    monkeypatch.setattr(NeuronGroup, "_update", lambda g, sample: (updates.append(sample), update(g, sample))[1])
+    run_local(b)
+    assert updates == list(range(3))  # the three training samples
+    assert alone and not any(t % b.clock.ticks_per_sample == 0 for t in alone)
+
+
 @pytest.mark.parametrize("streams", [1, 2])
 def test_random_inbound_gives_each_member_what_it_gives_alone(streams):
     """Members fed random packets each tick answer and end exactly as the same PEs stepped alone: the same
