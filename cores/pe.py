@@ -42,13 +42,17 @@ def _no_payloads(streams: int) -> tuple:
             shared_empty(np.uint32, (0, streams)))
 
 
+def spikes_batch(src, tick, streams, keys: np.ndarray) -> PacketBatch:
+    """A batch of spikes alone (keys: uint32, contiguous), a PE's batch on most ticks; built without checks."""
+    return PacketBatch.unchecked(int(src), int(tick), int(streams), keys, *_no_payloads(streams))
+
+
 def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=None,
                p2p_dest=None, p2p_tag=None, p2p_payload=None) -> PacketBatch:
     """A packet batch from optional parts (missing parts are empty)."""
     u32 = lambda a: _EMPTY_U32 if a is None else np.ascontiguousarray(a, dtype=np.uint32)  # noqa: E731
     if mcp_keys is None and p2p_dest is None and mcp_payload is None and p2p_tag is None and p2p_payload is None:
-        # spikes alone (or nothing): a PE's batch on most ticks
-        return PacketBatch.unchecked(int(src), int(tick), int(streams), u32(mc_keys), *_no_payloads(streams))
+        return spikes_batch(src, tick, streams, u32(mc_keys))  # spikes alone, or nothing
     m = u32(mcp_keys)
     p = u32(p2p_dest)
     # the conversions above give every array its dtype and shape, which is all the checked constructor
@@ -574,9 +578,9 @@ class NeuronPE(ProcessingElement):
             row[0], row[1], row[2] = tick, b, j
             row[2] += self.lo
             self.spike_log.append(row)
-        if self.B == 1:  # spikes alone, the batch of most ticks: built without make_batch's checks of its parts
+        if self.B == 1:  # spikes alone: straight to spikes_batch, without make_batch's keyword parts
             keys = self.out_keys[fired]
-            return self._sent(PacketBatch.unchecked(self.pe_id, int(tick), 1, keys, *_no_payloads(1)), len(keys))
+            return self._sent(spikes_batch(self.pe_id, tick, 1, keys), len(keys))
         return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
 
     def scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from s2emu.errors import MachineError, RoutingError
-from s2emu.machine import Machine, MeshGeometry
+from s2emu.machine import Machine, MeshGeometry, opposite
 from s2emu.network import Network
 
 from .keys import KeyAllocation, allocate_keys
@@ -384,7 +384,7 @@ def failing_wires(machine: Machine, tables: dict) -> set[frozenset]:
     """The failing wires (each as its two (chip, link) ends) between two chips in use: the others carry
     nothing anyway."""
     g = machine.geometry
-    return {frozenset({(chip, link), (g.neighbour(chip, link), (link + 3) % N_LINKS)})
+    return {frozenset({(chip, link), (g.neighbour(chip, link), opposite(link))})
             for chip, link in machine.failures if chip in tables and g.neighbour(chip, link) in tables}
 
 

@@ -116,7 +116,8 @@ def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:
     out["link_sent"] = {name: sum(c["link_sent"][name] for c in chips) for name in LINK_NAMES}
     out["first_drops"] = [d for c in chips for d in c["first_drops"]][:MAX_REMEMBERED_DROPS]
     out["chips"] = [{"chip": c["chip"], "xy": list(geometry.xy(c["chip"])), "endpoints": c["endpoints"],
-                     **{k: c[k] for k in ("routed", "dropped", "default_routed", "emergency_routed")}, "link_sent": c["link_sent"]}
+                     **{k: c[k] for k in ("routed", "dropped", "default_routed", "emergency_routed")},
+                     "link_sent": c["link_sent"]}
                     for c in chips]
     here = {c["chip"] for c in chips}
     out["links"] = [{"from": c["chip"], "to": n, "link": name, "packets": c["link_sent"][name]}
