@@ -104,7 +104,7 @@ class Mesh:
 
 
 _SUMMED = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link",
-           "emergency_routed")
+           "emergency_routed", "p2p_forwarded")
 
 
 def merge_counters(chips: list[dict], n_endpoints: int, geometry) -> dict:

@@ -101,13 +101,14 @@ class Router:
         self.default_routed = 0  # unmatched MC packets from a link, sent on straight ahead
         self.dropped_link = 0  # (part of dropped) sent on a link that leads off the mesh, has failed, or past the hop limit
         self.emergency_routed = 0  # packets sent around a failed wire (forward)
+        self.p2p_forwarded = 0  # P2P packets sent on a link toward their destination's chip (forward)
         self.delivered = np.zeros(self.n_endpoints, dtype=np.int64)
         self.mc_sent = np.zeros(self.n_endpoints, dtype=np.int64)  # MC packets without payload each endpoint sent (spikes at batch 1)
         self.link_sent = np.zeros(N_LINKS, dtype=np.int64)  # packets sent on each link (forward)
         self.first_drops: list[tuple[str, int, int]] = []  # (kind, key or dest, src)
 
     _COUNTERS = ("routed", "p2p_routed", "dropped", "dropped_mc", "dropped_p2p", "default_routed", "dropped_link",
-                 "emergency_routed", "delivered", "mc_sent", "link_sent", "first_drops")
+                 "emergency_routed", "p2p_forwarded", "delivered", "mc_sent", "link_sent", "first_drops")
 
     def snapshot(self) -> dict:
         """The router's counters for a checkpoint (its table comes from the build)."""
@@ -318,6 +319,7 @@ class Router:
                 m, q, p = mc[:, link], mcp[:, link], p2p[:, link]
                 part = PacketBatch.unchecked(bt.src, bt.tick, bt.streams, bt.mc_keys[m], bt.mcp_keys[q],
                                              bt.mcp_payload[q], bt.p2p_dest[p], bt.p2p_tag[p], bt.p2p_payload[p])
+                self.p2p_forwarded += len(part.p2p_dest)
                 if self._failed(link, tick):
                     self._send(out, (link + 1) % N_LINKS, Detour(link, True, part), last, tick)
                 else:
@@ -371,6 +373,7 @@ class Router:
             "dropped": self.dropped, "dropped_mc": self.dropped_mc,
             "dropped_p2p": self.dropped_p2p, "default_routed": self.default_routed,
             "dropped_link": self.dropped_link, "emergency_routed": self.emergency_routed,
+            "p2p_forwarded": self.p2p_forwarded,
             "delivered": [int(x) for x in self.delivered],
             "mc_sent": [int(x) for x in self.mc_sent],
             "link_sent": {name: int(n) for name, n in zip(LINK_NAMES, self.link_sent)},

@@ -9,7 +9,7 @@ Time: a PE's cycles in a tick = MACs x cycles_per_mac + accesses x cycles_per_ac
 cycles_per_packet_in + packets_out x cycles_per_packet_out + weights stepped by the optimizer x
 cycles_per_optimizer_element + cycles_per_tick. The chip keeps real time if its
 busiest PE's heaviest tick (`peak_tick_*` counters) fits the time step. Energy: every cycle costs pj_per_cycle,
-every routed packet nj_per_packet, and for as long as the run lasts on the chip (paced to the time step when it
+every packet each router handles nj_per_packet (router_passes), and for as long as the run lasts on the chip (paced to the time step when it
 keeps up, else at its peak-tick speed) every used PE draws static_mw_per_pe and the rest of the chip
 chip_static_watts.
 """
@@ -83,6 +83,17 @@ def _cycles(a: dict, macs, accesses, packets_in, packets_out, optimizer, ticks) 
             + ticks * a["cycles_per_tick"])
 
 
+# Every time a router handles a packet: it matched an entry (routed), it ran straight on from a link
+# (default_routed), a detour passed the chip beside a failed wire (emergency_routed), a point-to-point packet
+# was delivered (p2p_routed) or sent on toward its chip (p2p_forwarded).
+ROUTER_PASSES = ("routed", "default_routed", "emergency_routed", "p2p_routed", "p2p_forwarded")
+
+
+def router_passes(router: dict) -> int:
+    """Packets handled by routers, counted once per router that handled them (what nj_per_packet prices)."""
+    return sum(router.get(k, 0) for k in ROUTER_PASSES)
+
+
 def chip_model(pe_counters: list[dict], router: dict, ticks: int, samples: int, *, streams: int,
                step_seconds: float | None, wall_seconds: float, overrides: dict[str, float] | None = None) -> dict:
     """Modeled chip time and energy of a run. pe_counters: runner's per-PE counters; samples: the samples the
@@ -112,7 +123,7 @@ def chip_model(pe_counters: list[dict], router: dict, ticks: int, samples: int, 
     real_time = peak_s <= a["tick_seconds"]
     chip_seconds = ticks * max(a["tick_seconds"], peak_s)  # paced to the step when it keeps up
     cycles = B * sum(p["cycles"] for p in per_pe)  # all B chips
-    packets = B * (router.get("routed", 0) + router.get("p2p_routed", 0))
+    packets = B * router_passes(router)
     dynamic_j = cycles * a["pj_per_cycle"] * 1e-12 + packets * a["nj_per_packet"] * 1e-9
     chips = len(router.get("chips") or [None])  # chips in use (a mesh's router counters list them)
     static_j = B * (len(per_pe) * a["static_mw_per_pe"] * 1e-3 + chips * a["chip_static_watts"]) * chip_seconds

@@ -32,6 +32,12 @@ def test_a_hand_computed_chip():
     three = chip_model(pes, {"routed": 40, "p2p_routed": 2, "chips": [{}, {}, {}]}, ticks=10, samples=2, streams=1,
                        step_seconds=None, wall_seconds=1.0)
     assert three["static_joules"] == pytest.approx((2 * 1e-3 + 3 * 0.1) * 10e-3)
+    # and every router that handles a packet on its way is priced: 7 run straight on, 3 detours passed,
+    # 2 point-to-point packets sent on toward their chip
+    hops = chip_model(pes, {"routed": 40, "p2p_routed": 2, "default_routed": 7, "emergency_routed": 3,
+                            "p2p_forwarded": 2, "chips": [{}, {}, {}]}, ticks=10, samples=2, streams=1,
+                      step_seconds=None, wall_seconds=1.0)
+    assert hops["dynamic_joules"] - three["dynamic_joules"] == pytest.approx(12 * 1e-9)
 
 
 def test_the_optimizer_is_priced_once_per_chip():

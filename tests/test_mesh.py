@@ -10,6 +10,7 @@ import pytest
 from conftest import forget_key, smoke
 
 from s2emu.build import build
+from s2emu.chipmodel import router_passes
 from s2emu.engines import run_engine
 from s2emu.errors import MachineError, PacketError, S2EmuError
 from s2emu.machine import LINK_NAMES, make_machine, opposite
@@ -174,6 +175,13 @@ def digest(recipe, engine="local", transport="channels"):
     return state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)), raw.router_counters, b
 
 
+def assert_every_router_pass_counted(c, c1):
+    """The chip model prices a packet at every router that handles it (chipmodel.router_passes): on a mesh
+    without drops that is the one-chip run's count plus one for every packet a link carried, whether the
+    router it reached matched it, ran it straight on, passed a detour or carries a P2P packet on."""
+    assert c["dropped"] == 0 and router_passes(c) == router_passes(c1) + sum(c["link_sent"].values())
+
+
 @pytest.mark.parametrize("shape", [dict(chips=4, pes_per_chip=3), dict(chips=9, pes_per_chip=1)])
 def test_a_network_spanning_chips_gives_the_one_chip_digest(shape):
     one, c1, _ = digest(smoke(epochs=1, batch=4, pes=8))
@@ -182,6 +190,9 @@ def test_a_network_spanning_chips_gives_the_one_chip_digest(shape):
     assert many == one
     assert c["dropped"] == 0 and sum(c["link_sent"].values()) > 0
     assert c["delivered"] == c1["delivered"]  # every endpoint got the same packets, wherever it sits
+    assert_every_router_pass_counted(c, c1)
+    if shape["chips"] == 9:  # the host's labels cross chips to the readout
+        assert c["p2p_forwarded"] > 0 and c1["p2p_forwarded"] == 0
 
 
 @pytest.mark.parametrize("machine", [dict(wrap=True), dict(dead_links=("4:E", "4:N", "0:NE"))])
@@ -300,6 +311,8 @@ def test_a_wire_that_fails_mid_run_is_routed_around(spec):
     got, c, b = digest(failing(spec))
     assert got == plain and c["delivered"] == c0["delivered"] and c["dropped"] == 0
     assert c["emergency_routed"] > 0 and c0["emergency_routed"] == 0
+    # a detour is two link crossings where the wire was one: its extra pass is the chip beside the wire
+    assert router_passes(c) - router_passes(c0) == sum(c["link_sent"].values()) - sum(c0["link_sent"].values())
     chip, _, rest = spec.partition(":")
     link, tick = rest.split("@")
     per_link = {(x["chip"], name): n for x in c["chips"] for name, n in x["link_sent"].items()}
