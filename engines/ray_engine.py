@@ -21,7 +21,9 @@ Two transports carry the per-tick exchange between the router and the endpoints:
 A machine of many chips runs one router actor per chip (every chip a packet may reach), each the clock of
 its own endpoints. Neighbouring routers are joined by a channel per link (the higher-numbered chip connects
 to the lower one's listener) and do router/mesh.py's hop rounds over them every tick: send on every link what
-leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. Only the channels transport
+leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. A router's sends leave from
+a thread of its own (_LinkSender), so every router sends on all its links at once and then receives: a hop
+round costs one exchange between neighbours, not a chain of them across the mesh. Only the channels transport
 runs many chips.
 """
 
@@ -31,8 +33,10 @@ import gc
 import logging
 import os
 import pickle
+import queue
 import selectors
 import struct
+import threading
 import time
 import traceback
 from collections import deque
@@ -238,11 +242,8 @@ def _actor_classes():
             router.reset_counters()  # fresh arrays: those Ray hands over from its object store are read-only
             self.neighbours, self.hops = dict(neighbours or {}), hops
             self.links = {}  # link -> channel to the neighbouring chip's router
-            # The hop exchange takes the wires in the order of their (lower chip, higher chip): a message too big
-            # for the sockets' buffers then never leaves two routers each blocked sending to the other.
-            chip = router.chip
-            self.wires = sorted(self.neighbours, key=lambda link: (min(chip, self.neighbours[link]),
-                                                                   max(chip, self.neighbours[link])))
+            self.wires = sorted(self.neighbours)  # a hop's messages are received in this order
+            self.sender = None  # sends the hop's link messages (_LinkSender), once the links are connected
             self.inbound = [None] * self.n
             self.window = window
             # windowed exchange: what each endpoint receives at each of the next `window` ticks
@@ -301,6 +302,8 @@ def _actor_classes():
             self.listener.close()
             self.listener = None
             self.conns = conns
+            if self.links:
+                self.sender = _LinkSender()
             # one epoll set for the run: multiprocessing's wait() builds a selector on every call
             self.selector = selectors.DefaultSelector()
             for e, c in enumerate(conns):
@@ -318,6 +321,9 @@ def _actor_classes():
             self._close()
 
         def _close(self):
+            if self.sender is not None:
+                self.sender.close()
+                self.sender = None
             if self.selector is not None:
                 self.selector.close()
                 self.selector = None
@@ -497,18 +503,17 @@ def _actor_classes():
                 if hop == self.hops:
                     break
                 moving, heading, detours = [], {}, []
-                for link in self.wires:  # every router takes its wires in one global order: no deadlock
-                    c = self.links[link]
+                for link in self.wires:  # all sent before any is received (_LinkSender)
+                    self.sender.send(link, self.links[link], encode_many(sent.get(link, [])))
+                for link in self.wires:
                     try:
-                        if self.neighbours[link] > self.router.chip:  # the lower chip of a wire sends first
-                            c.send_bytes(encode_many(sent.get(link, [])))
-                            got = decode_many(c.recv_bytes())
-                        else:
-                            got = decode_many(c.recv_bytes())
-                            c.send_bytes(encode_many(sent.get(link, [])))
+                        got = decode_many(self.links[link].recv_bytes())
                     except (EOFError, OSError) as exc:
                         self._fail(self._link_down(link, tick, exc))
                     arrive(got, opposite(link), moving, heading, detours)  # sent by the way they travel
+                if self.sender.error is not None:
+                    link, exc = self.sender.error
+                    self._fail(self._link_down(link, tick, exc))
                 arrived += moving
             return self.router.route(outs, tick, arrived)
 
@@ -646,6 +651,35 @@ def _unwrap(e: Exception) -> Exception:
     if isinstance(e, ray.exceptions.RayActorError):
         return ActorDiedError(f"an actor of the emulation died: {e}")
     return e
+
+
+class _LinkSender:
+    """A router's link messages, sent from a thread of its own in the order given. A router then sends a hop's
+    messages on all its links before it receives any: no router waits for a neighbour to reach their wire in
+    some global order (which chains a hop round across the mesh, chip after chip), and a message larger than
+    the sockets' buffers cannot leave two routers each blocked sending to the other. `error`: the first
+    failed send's (link, exception); later messages are not sent."""
+
+    def __init__(self):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.error: tuple[int, OSError] | None = None
+        self.thread = threading.Thread(target=self._run, name="s2emu-link-sender", daemon=True)
+        self.thread.start()
+
+    def send(self, link: int, conn, data: bytes) -> None:
+        self.queue.put((link, conn, data))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            link, conn, data = item
+            if self.error is None:
+                try:
+                    conn.send_bytes(data)
+                except OSError as exc:
+                    self.error = (link, exc)
+
+    def close(self) -> None:
+        self.queue.put(None)
 
 
 class _HighWater:
