@@ -99,7 +99,7 @@ class Mapping:
                       endpoints=self.chip_endpoints(chip),
                       p2p_links=[g.next_link(chip, c) for c in self.endpoint_chips],
                       links=self.neighbours(chip),
-                      failures={link: t for (c, link), t in self.machine.failures.items() if c == chip})
+                      failures={link: spans for (c, link), spans in self.machine.failures.items() if c == chip})
 
     @property
     def rounds(self) -> int:

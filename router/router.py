@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from s2emu.errors import PacketError, RoutingError
+from s2emu.machine import is_down
 
 from .packets import MAX_TICK, Detour, PacketBatch, _as_int
 from .table import LINK_NAMES, N_LINKS, MulticastTable, endpoints_of, links_of
@@ -67,7 +68,7 @@ class Router:
         if p2p_links is not None:
             self._p2p_links[:len(p2p_links)] = p2p_links
         self.links = frozenset(links)
-        self.failures = dict(failures or {})  # link -> the tick from which its wire carries nothing
+        self.failures = dict(failures or {})  # link -> the (from, until or None) tick spans its wire is down
         # Precomputed per entry: its links, and its endpoints as CSR (entry i sends to
         # _eps[_ptr[i]:_ptr[i] + _fan[i]]), so routing costs per delivered copy, not per endpoint.
         # Also, as a matrix, which endpoints each entry reaches (_multicast's classes).
@@ -329,7 +330,8 @@ class Router:
         return out
 
     def _failed(self, link: int, tick: int) -> bool:
-        return self.failures.get(link, MAX_TICK + 1) <= tick
+        spans = self.failures.get(link)
+        return spans is not None and is_down(spans, tick)
 
     def _send(self, out: dict, link: int, item, last: bool, tick: int) -> None:
         """forward's last step: `item` (a batch, or a batch on a Detour) leaves by `link`, or is dropped."""

@@ -73,7 +73,10 @@ def fingerprint(build) -> str:
     if build.window > 1:  # its packets in flight are for more ticks (older checkpoints hash as window 1)
         h.update(pack({"window": build.window}))
     if build.mapping.machine.failing_links:  # wires that fail mid-run change the routes from then on
-        h.update(pack({"failing_links": sorted([*end, t] for end, t in build.mapping.machine.failures.items())}))
+        # a wire down for good hashes as [chip, link, from], as before spans that end existed
+        h.update(pack({"failing_links": sorted([*end, a, *([] if b is None else [b])]
+                                               for end, spans in build.mapping.machine.failures.items()
+                                               for a, b in spans)}))
     return h.hexdigest()
 
 

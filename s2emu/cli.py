@@ -461,9 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--wrap", action="store_true", help="wrap-around links: the mesh of chips is a torus")
             sp.add_argument("--dead-link", action="append", metavar="CHIP:LINK",
                             help="a wire that is down (e.g. 4:NE; repeatable); routes go around it")
-            sp.add_argument("--link-fails", action="append", metavar="CHIP:LINK@TICK",
-                            help="a wire that fails at a tick of the run (e.g. 4:NE@500; repeatable); the "
-                                 "routers, whose tables do not know, send its packets around it (emergency routing)")
+            sp.add_argument("--link-fails", action="append", metavar="CHIP:LINK@TICK[-UNTIL]",
+                            help="a wire that fails at a tick of the run (e.g. 4:NE@500; 4:NE@500-800: back at "
+                                 "tick 800; repeatable); the routers, whose tables do not know, send its packets "
+                                 "around it while it is down (emergency routing)")
 
     sp = sub.add_parser("info", help="version, machine presets, bundled recipes")
     sp.add_argument("--json", action="store_true")

@@ -166,15 +166,22 @@ def parse_links(specs, width: int, height: int, wrap: bool) -> frozenset:
     return frozenset(dead)
 
 
-def parse_failures(specs, geometry: MeshGeometry) -> dict[tuple[int, int], int]:
-    """"CHIP:LINK@TICK" wires that fail while the chip runs, as {(chip, link): tick} for both ends of each: from
-    that tick on, the wire carries nothing; the routing tables, loaded before, do not know (routers send
-    around it by emergency routing, router/router.py). MachineError if one names no live wire or no tick."""
-    failures: dict[tuple[int, int], int] = {}
+def parse_failures(specs, geometry: MeshGeometry) -> dict[tuple[int, int], tuple[tuple[int, int | None], ...]]:
+    """"CHIP:LINK@TICK" (for good) and "CHIP:LINK@FROM-UNTIL" (the wire comes back at tick UNTIL): wires that
+    fail while the chip runs, as {(chip, link): ((from, until or None), ...)} for both ends of each, the spans
+    of one wire merged and in order. While a wire is down it carries nothing; the routing tables, loaded before,
+    do not know (routers send around it by emergency routing, router/router.py). MachineError if one names no
+    live wire or no ticks."""
+    spans: dict[tuple[int, int], list] = {}
     for spec in specs:
-        wire, at, tick = str(spec).partition("@")
-        if not at or not tick.strip().isdigit():
-            raise MachineError(f"failing link '{spec}': expected CHIP:LINK@TICK (e.g. 4:NE@500)")
+        wire, at, when = str(spec).partition("@")
+        first, dash, until = when.partition("-")
+        if not at or not first.strip().isdigit() or dash and not until.strip().isdigit():
+            raise MachineError(f"failing link '{spec}': expected CHIP:LINK@TICK or CHIP:LINK@FROM-UNTIL "
+                               "(e.g. 4:NE@500, or 4:NE@500-800: down from tick 500, back at 800)")
+        span = (int(first), int(until) if dash else None)
+        if span[1] is not None and span[1] <= span[0]:
+            raise MachineError(f"failing link '{spec}': it must come back after it fails (UNTIL > FROM)")
         chip = wire.partition(":")[0].strip()
         if chip.isdigit() and int(chip) >= geometry.chips:
             raise MachineError(f"failing link '{spec}': there is no chip {chip} on a {geometry.width} x "
@@ -186,8 +193,24 @@ def parse_failures(specs, geometry: MeshGeometry) -> dict[tuple[int, int], int]:
         if ends & geometry.dead:
             raise MachineError(f"failing link '{spec}': that wire is dead from the start (dead_links)")
         for e in ends:
-            failures[e] = min(failures.get(e, int(tick)), int(tick))
-    return failures
+            spans.setdefault(e, []).append(span)
+    return {e: _merged(s) for e, s in spans.items()}
+
+
+def _merged(spans: list) -> tuple:
+    """Spans (from, until or None) as their union: in order, none overlapping or touching."""
+    out: list[list] = []
+    for a, b in sorted(spans, key=lambda s: s[0]):
+        if out and (out[-1][1] is None or a <= out[-1][1]):
+            out[-1][1] = None if out[-1][1] is None or b is None else max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return tuple((a, b) for a, b in out)
+
+
+def is_down(spans, tick: int) -> bool:
+    """Whether a wire with these failure spans (parse_failures) carries nothing at `tick`."""
+    return any(a <= tick and (b is None or tick < b) for a, b in spans)
 
 
 @dataclass(frozen=True)
@@ -202,7 +225,7 @@ class Machine:
     clock_mhz: float = 300.0
     wrap: bool = False  # wrap-around links: the mesh is a torus (boards joined edge to edge)
     dead_links: tuple = ()  # wires that are down, as "CHIP:LINK" (e.g. "4:NE"); routes go around them
-    failing_links: tuple = ()  # wires that fail mid-run, as "CHIP:LINK@TICK"; routers detour around them
+    failing_links: tuple = ()  # wires that fail mid-run, "CHIP:LINK@TICK" or "@FROM-UNTIL"; routers detour around them
 
     @property
     def total_pes(self) -> int:
@@ -216,8 +239,9 @@ class Machine:
         return MeshGeometry(w, h, self.wrap, parse_links(self.dead_links, w, h, self.wrap))
 
     @property
-    def failures(self) -> dict[tuple[int, int], int]:
-        """{(chip, link): the tick its wire fails} for both ends of every failing wire (parse_failures)."""
+    def failures(self) -> dict[tuple[int, int], tuple]:
+        """{(chip, link): the (from, until or None) spans its wire is down} for both ends of every failing wire
+        (parse_failures)."""
         return parse_failures(self.failing_links, self.geometry)
 
     @property

@@ -13,7 +13,7 @@ from s2emu.build import build
 from s2emu.chipmodel import router_passes
 from s2emu.engines import run_engine
 from s2emu.errors import MachineError, PacketError, S2EmuError
-from s2emu.machine import LINK_NAMES, make_machine, opposite
+from s2emu.machine import LINK_NAMES, is_down, make_machine, opposite
 from s2emu.router.mapper import Flow, Mapping, Vertex, chips_of_endpoints, route_flows, with_detour_chips
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import PacketBatch
@@ -324,6 +324,21 @@ def test_a_wire_that_fails_mid_run_is_routed_around(spec):
     assert per_link[(int(chip), first_leg)] > before.get((int(chip), first_leg), 0)
 
 
+def test_a_wire_that_comes_back_carries_its_packets_again():
+    """A wire down from tick 20 until 60 detours exactly the packets that a wire down for good from 20 detours
+    and one down from 60 does not, and carries the rest; the bits are those of the intact mesh."""
+    runs = {spec: digest(failing(spec)) for spec in ("4:E@20", "4:E@60", "4:E@20-60")}
+    runs["intact"] = digest(dataclasses.replace(failing("4:E@0"), machine=dataclasses.replace(
+        failing("4:E@0").machine, failing_links=())))
+    assert len({got for got, _, _ in runs.values()}) == 1
+    detoured = {spec: c["emergency_routed"] for spec, (_, c, _) in runs.items()}
+    assert detoured["4:E@20-60"] == detoured["4:E@20"] - detoured["4:E@60"] > 0
+    on_wire = {spec: next(x["link_sent"]["E"] for x in c["chips"] if x["chip"] == 4)
+               for spec, (_, c, _) in runs.items()}  # before 20, and again from 60 on
+    assert on_wire["4:E@20-60"] == on_wire["4:E@20"] + on_wire["intact"] - on_wire["4:E@60"]
+    assert 0 < on_wire["4:E@20"] < on_wire["4:E@20-60"] < on_wire["intact"]
+
+
 def test_a_detour_that_leads_off_the_board_drops_and_says_so():
     """The wire 0:E-1:W fails: chip 0's packets go around it (NE, then S), but chip 1's detour would start on
     SW, off the board's bottom edge. Those are dropped, as on the chip, and counted and reported, not lost
@@ -371,13 +386,23 @@ def test_failing_links_are_checked():
             make_machine(chips=9, failing_links=[spec])
     with pytest.raises(MachineError, match="dead from the start"):
         make_machine(chips=9, dead_links=["4:E"], failing_links=["5:W@3"])
+    for spec, why in [("4:E@5-", "FROM-UNTIL"), ("4:E@5-x", "FROM-UNTIL"), ("4:E@5-5", "UNTIL > FROM")]:
+        with pytest.raises(MachineError, match=why):
+            make_machine(chips=9, failing_links=[spec])
     m = make_machine(chips=9, failing_links=["4:E@10", "5:W@4"])  # one wire, named from both ends: the first
-    assert m.failures == {(4, 0): 4, (5, 3): 4}
+    assert m.failures == {(4, 0): ((4, None),), (5, 3): ((4, None),)}
+    # spans of one wire merge where they meet; a wire down for good from some tick stays down
+    m = make_machine(chips=9, failing_links=["4:E@10-20", "5:W@20-30", "4:E@50-60", "4:E@55", "4:N@3-5"])
+    assert m.failures[(4, 0)] == m.failures[(5, 3)] == ((10, 30), (50, None))
+    assert [is_down(m.failures[(4, 2)], t) for t in (2, 3, 4, 5)] == [False, True, True, False]
     # a checkpoint knows the same failures however they are spelled
     from s2emu.checkpoint import fingerprint
     prints = {fingerprint(build(smoke(epochs=0, pes=8, chips=9, pes_per_chip=1, failing_links=spec),
-                                load_data=False)) for spec in (["4:E@10"], ["5:w@10"], ["4:E@10", "5:W@10"])}
+                                load_data=False)) for spec in (["4:E@10"], ["5:w@10"], ["4:E@10", "5:W@10"],
+                                                               ["4:E@10-20", "5:W@15"])}
     assert len(prints) == 1
+    assert fingerprint(build(smoke(epochs=0, pes=8, chips=9, pes_per_chip=1, failing_links=["4:E@10-20"]),
+                             load_data=False)) not in prints  # the wire comes back: other routes from then on
 
 
 def test_detours_cross_a_link_message_and_bad_ones_are_refused():
