@@ -5,7 +5,8 @@ on. Simulated ticks per second of both, measured in one run, and their ratio.
     pip install nest-simulator==3.10.0       # not a dependency of s2emu; only this benchmark needs it
     python benchmarks/nest_eprop.py [--samples 32] [--batch-samples 128] [--repeats 3] [--input-rates 0.02,0.2]
 
-Writes nest_eprop.json and nest_eprop.md. Medians over repeats.
+Writes nest_eprop.json and nest_eprop.md. Medians over repeats, which go round every run in turn (the ratio
+of each round is reported too: the spread within one run).
 
 What is compared, and how it leans:
 - s2emu: recipes/eprop_kws.toml on the local engine, one stream (batch 1) and the recipe's batch, training on
@@ -152,23 +153,31 @@ def main() -> None:
         return
     import nest  # noqa: F401  (fail early, before the long runs, if NEST is missing)
 
+    cases = ([("s2emu local, batch 1", lambda: s2emu_run(args.samples, 1)),
+              ("s2emu local, batch 1, one PE per population", lambda: s2emu_run(args.samples, 1, True)),
+              ("s2emu local, the recipe's batch", lambda: s2emu_run(args.batch_samples, None))]
+             + [(f"NEST 3.10, 1 thread, input p={p}", lambda p=p: nest_in_child(args.samples, float(p), args.seed))
+                for p in args.input_rates.split(",")])
+    # the repeats go round every case in turn, so each round's runs share the machine's mood of the moment
+    runs: dict[str, list] = {label: [] for label, _ in cases}
+    for rep in range(args.repeats):
+        for label, fn in cases:
+            runs[label].append(fn())
+            print(f"{label} #{rep + 1}: {runs[label][-1]['ticks_per_second']:.0f} ticks/s", file=sys.stderr)
     rows = []
-    for label, fn in ([("s2emu local, batch 1", lambda: s2emu_run(args.samples, 1)),
-                       ("s2emu local, batch 1, one PE per population", lambda: s2emu_run(args.samples, 1, True)),
-                       ("s2emu local, the recipe's batch", lambda: s2emu_run(args.batch_samples, None))]
-                      + [(f"NEST 3.10, 1 thread, input p={p}", lambda p=p: nest_in_child(args.samples, float(p),
-                                                                                           args.seed))
-                         for p in args.input_rates.split(",")]):
-        runs = [fn() for _ in range(args.repeats)]
-        row = {"what": label, **runs[0], "repeats": args.repeats,
-               "ticks_per_second": statistics.median(r["ticks_per_second"] for r in runs),
-               "wall_seconds": statistics.median(r["wall_seconds"] for r in runs)}
+    for label, rs in runs.items():
+        row = {"what": label, **rs[0], "repeats": args.repeats,
+               "ticks_per_second": statistics.median(r["ticks_per_second"] for r in rs),
+               "all_ticks_per_second": [r["ticks_per_second"] for r in rs],
+               "wall_seconds": statistics.median(r["wall_seconds"] for r in rs)}
         if "network_ticks_per_second" in row:
             row["network_ticks_per_second"] = row["ticks_per_second"] * row["streams"]
         rows.append(row)
-        print(f"{label}: {row['ticks_per_second']:.0f} ticks/s", file=sys.stderr)
     ours = rows[0]["ticks_per_second"]
     nest_rows = [r for r in rows if r["what"].startswith("NEST")]
+    # the 13-PE split over NEST round by round: the spread of the ratio within one run
+    paired = {r["what"]: [a / b for a, b in zip(rows[0]["all_ticks_per_second"], r["all_ticks_per_second"])]
+              for r in nest_rows}
     out = {"benchmark": "nest_eprop", "date": time.strftime("%Y-%m-%d"), "samples": args.samples,
            "network": f"{N_IN}-{N_REC}-{N_OUT} ALIF e-prop, {STEPS} steps per sample", "rows": rows,
            "local_batch1_over_nest": {r["what"]: ours / r["ticks_per_second"] for r in nest_rows},
@@ -176,8 +185,10 @@ def main() -> None:
                                             for r in nest_rows},
            "local_batch_over_nest_network_ticks": {r["what"]: rows[2]["network_ticks_per_second"]
                                                    / r["ticks_per_second"] for r in nest_rows},
+           "local_batch1_over_nest_by_round": paired,
            "load_average": os.getloadavg()}
-    md = [f"e-prop, {out['network']}, {args.samples} training samples; median of {args.repeats}; "
+    md = [f"e-prop, {out['network']}, {args.samples} training samples; median of {args.repeats} (rounds over "
+          "every run in turn); "
           f"{time.strftime('%Y-%m-%d')}. Command: `python benchmarks/nest_eprop.py`.", "",
           "| run | ticks | ticks/s | network ticks/s | notes |", "|---|---|---|---|---|"]
     for r in rows:
@@ -190,7 +201,8 @@ def main() -> None:
     for k, v in out["local_batch1_over_nest"].items():
         md.append(f"s2emu local (batch 1) / {k}: {v:.2f}x on the chip's 13 PEs, "
                   f"{out['local_batch1_whole_over_nest'][k]:.2f}x with one PE per population; with the recipe's "
-                  f"batch, network ticks: {out['local_batch_over_nest_network_ticks'][k]:.1f}x.")
+                  f"batch, network ticks: {out['local_batch_over_nest_network_ticks'][k]:.1f}x. The 13 PEs "
+                  f"round by round: {', '.join(f'{x:.2f}x' for x in paired[k])}.")
     write_results(args.out, "nest_eprop", out, md)
 
 
