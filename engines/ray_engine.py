@@ -22,9 +22,8 @@ A machine of many chips runs one router actor per chip (every chip a packet may 
 its own endpoints. Neighbouring routers are joined by a channel per link (the higher-numbered chip connects
 to the lower one's listener) and do router/mesh.py's hop rounds over them every tick: send on every link what
 leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. A router's sends leave from
-a thread of its own (_LinkSender), so every router sends on all its links at once and then receives: a hop
-round costs one exchange between neighbours, not a chain of them across the mesh. Only the channels transport
-runs many chips.
+a thread of its own while it receives in the order they arrive (LinkExchange): a hop round costs one exchange
+between neighbours, not a chain of them across the mesh. Only the channels transport runs many chips.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ import os
 import pickle
 import queue
 import selectors
+import socket
 import struct
 import threading
 import time
@@ -242,8 +242,7 @@ def _actor_classes():
             router.reset_counters()  # fresh arrays: those Ray hands over from its object store are read-only
             self.neighbours, self.hops = dict(neighbours or {}), hops
             self.links = {}  # link -> channel to the neighbouring chip's router
-            self.wires = sorted(self.neighbours)  # a hop's messages are received in this order
-            self.sender = None  # sends the hop's link messages (_LinkSender), once the links are connected
+            self.exchange = None  # the hop exchange over them (LinkExchange), once they are connected
             self.inbound = [None] * self.n
             self.window = window
             # windowed exchange: what each endpoint receives at each of the next `window` ticks
@@ -303,7 +302,7 @@ def _actor_classes():
             self.listener = None
             self.conns = conns
             if self.links:
-                self.sender = _LinkSender()
+                self.exchange = LinkExchange(self.links)
             # one epoll set for the run: multiprocessing's wait() builds a selector on every call
             self.selector = selectors.DefaultSelector()
             for e, c in enumerate(conns):
@@ -321,9 +320,9 @@ def _actor_classes():
             self._close()
 
         def _close(self):
-            if self.sender is not None:
-                self.sender.close()
-                self.sender = None
+            if self.exchange is not None:
+                self.exchange.close()
+                self.exchange = None
             if self.selector is not None:
                 self.selector.close()
                 self.selector = None
@@ -503,17 +502,12 @@ def _actor_classes():
                 if hop == self.hops:
                     break
                 moving, heading, detours = [], {}, []
-                for link in self.wires:  # all sent before any is received (_LinkSender)
-                    self.sender.send(link, self.links[link], encode_many(sent.get(link, [])))
-                for link in self.wires:
-                    try:
-                        got = decode_many(self.links[link].recv_bytes())
-                    except (EOFError, OSError) as exc:
-                        self._fail(self._link_down(link, tick, exc))
-                    arrive(got, opposite(link), moving, heading, detours)  # sent by the way they travel
-                if self.sender.error is not None:
-                    link, exc = self.sender.error
-                    self._fail(self._link_down(link, tick, exc))
+                try:
+                    got = self.exchange.hop({link: encode_many(sent.get(link, [])) for link in self.neighbours})
+                except LinkDown as e:
+                    self._fail(self._link_down(e.link, tick, e.error))
+                for link, msg in got:
+                    arrive(decode_many(msg), opposite(link), moving, heading, detours)  # sent by the way they travel
                 arrived += moving
             return self.router.route(outs, tick, arrived)
 
@@ -653,33 +647,83 @@ def _unwrap(e: Exception) -> Exception:
     return e
 
 
-class _LinkSender:
-    """A router's link messages, sent from a thread of its own in the order given. A router then sends a hop's
-    messages on all its links before it receives any: no router waits for a neighbour to reach their wire in
-    some global order (which chains a hop round across the mesh, chip after chip), and a message larger than
-    the sockets' buffers cannot leave two routers each blocked sending to the other. `error`: the first
-    failed send's (link, exception); later messages are not sent."""
+class LinkDown(Exception):
+    """A link's channel failed during the hop exchange: `link`, and the error that said so."""
 
-    def __init__(self):
+    def __init__(self, link: int, error: BaseException):
+        super().__init__(link, error)
+        self.link, self.error = link, error
+
+
+class LinkExchange:
+    """One router's side of the hop exchange with its neighbouring routers, over one channel per link
+    (multiprocessing Connections): each hop, every link gets one message and brings one.
+
+    The messages leave from a thread of its own, in link order, while this thread receives them in the order
+    they arrive. No router waits for a neighbour to reach their wire in some global order (which chains a hop
+    round across the mesh, chip after chip), and no cycle of routers can block each other: a send waits only
+    for its neighbour to read, and a router reads whatever arrives; a message larger than the sockets'
+    buffers is read while it is being sent (tests/test_channels.py runs megabytes over a mesh)."""
+
+    def __init__(self, links: dict):
+        self.links = dict(links)
+        self.wires = sorted(self.links)  # what a hop brought is handed back in this order
+        self.selector = selectors.DefaultSelector()
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.error: tuple[int, OSError] | None = None
-        self.thread = threading.Thread(target=self._run, name="s2emu-link-sender", daemon=True)
+        self.error: tuple[int, BaseException] | None = None  # the first failed send's (link, error)
+        self.closing = False
+        self.thread = threading.Thread(target=self._send_all, name="s2emu-link-sender", daemon=True)
         self.thread.start()
 
-    def send(self, link: int, conn, data: bytes) -> None:
-        self.queue.put((link, conn, data))
+    def hop(self, outgoing: dict) -> list:
+        """Send each link its message (bytes; every link gets one) and return [(link, bytes)] of what every
+        link brought, in link order. Raises LinkDown if a channel fails."""
+        for link in self.wires:
+            self.queue.put((link, outgoing[link]))
+        for link in self.wires:  # watched until its message is in: a next hop's waits in the socket meanwhile
+            self.selector.register(self.links[link], selectors.EVENT_READ, link)
+        got = {}
+        try:
+            while len(got) < len(self.wires):
+                for key, _ in self.selector.select():
+                    try:
+                        got[key.data] = key.fileobj.recv_bytes()
+                    except (EOFError, OSError) as exc:
+                        raise LinkDown(key.data, exc) from None
+                    self.selector.unregister(key.fileobj)
+        finally:  # on a failure, the links still watched
+            for key in list(self.selector.get_map().values()):
+                self.selector.unregister(key.fileobj)
+        if self.error is not None:
+            raise LinkDown(*self.error)
+        return [(link, got[link]) for link in self.wires]
 
-    def _run(self) -> None:
+    def _send_all(self) -> None:
         while (item := self.queue.get()) is not None:
-            link, conn, data = item
-            if self.error is None:
+            link, data = item
+            if self.error is None and not self.closing:
                 try:
-                    conn.send_bytes(data)
-                except OSError as exc:
+                    self.links[link].send_bytes(data)
+                except Exception as exc:  # noqa: BLE001 - a closed channel fails in more ways than OSError
                     self.error = (link, exc)
 
     def close(self) -> None:
+        """Stop the sender: the channels are shut down first, so that a send blocked on a dead neighbour
+        returns; the caller closes them."""
+        self.closing = True
+        for c in self.links.values():
+            try:
+                sock = socket.fromfd(c.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+            except (OSError, ValueError):  # closed already
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()  # the duplicate descriptor only
         self.queue.put(None)
+        self.thread.join(timeout=5)
+        self.selector.close()
 
 
 class _HighWater:

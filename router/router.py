@@ -117,7 +117,7 @@ class Router:
 
     def restore(self, state: dict) -> None:
         for k in self._COUNTERS:
-            if k not in state:  # a counter newer than the checkpoint: it counted nothing then
+            if k not in state:  # a counter newer than the checkpoint counts from the restore on
                 continue
             v = state[k]
             if isinstance(getattr(self, k), np.ndarray):

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import forget_key, smoke
@@ -429,3 +430,87 @@ def test_ray_routes_around_a_failing_wire_with_the_local_bits_and_counters(ray_l
     intact = digest(dataclasses.replace(r, machine=dataclasses.replace(r.machine, failing_links=())))
     via, before = (next(x for x in c["chips"] if x["chip"] == 9) for c in (local[1], intact[1]))
     assert via["endpoints"] == [] and via["link_sent"]["S"] > before["link_sent"]["S"]  # the second leg, 9 -> 5
+
+
+def linked_routers(width, height, buffer=1 << 16):
+    """Every wire of a width x height mesh as a pair of connected channels (multiprocessing Connections over
+    loopback TCP, as the ray engine's routers use) whose sockets buffer `buffer` bytes each way, not the
+    megabytes the kernel would grow them to: {chip: {link: its end}}."""
+    import socket
+    from multiprocessing.connection import Client, Listener
+
+    def small(conn):
+        with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+        return conn
+
+    g = make_machine(chips=width * height, width=width).geometry
+    ends = {c: {} for c in range(g.chips)}
+    for c in range(g.chips):
+        for link in range(6):
+            n = g.neighbour(c, link)
+            if n is not None and n > c:
+                with Listener(("127.0.0.1", 0), family="AF_INET") as lst:
+                    ends[c][link] = small(Client(lst.address, family="AF_INET"))
+                    ends[n][opposite(link)] = small(lst.accept())
+    return ends
+
+
+def test_routers_exchange_messages_larger_than_the_sockets_buffers_without_deadlock():
+    """Hop rounds on a 3 x 3 mesh, each router a thread with its LinkExchange (the ray engine's), every message
+    megabytes, far more than the sockets buffer: every router gets every neighbour's message of every hop, in
+    link order. (Routers that each sent all before reading, in one order, blocked each other around the
+    mesh's triangles.)"""
+    import threading
+
+    from s2emu.engines.ray_engine import LinkExchange
+
+    ends, size, hops = linked_routers(3, 3), 1 << 20, 2
+    got, exchanges = {}, {c: LinkExchange(links) for c, links in ends.items()}
+
+    def message(chip, link, hop):  # says who sent it, on which link, in which hop
+        return bytes([chip, link, hop]) * (size // 3)
+
+    def router(chip):
+        ex = exchanges[chip]
+        got[chip] = [ex.hop({link: message(chip, link, hop) for link in ex.wires}) for hop in range(hops)]
+
+    threads = [threading.Thread(target=router, args=(c,), daemon=True) for c in ends]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    try:
+        assert sorted(got) == sorted(ends), f"routers {sorted(set(ends) - set(got))} never finished"
+        g = make_machine(chips=9, width=3).geometry
+        for chip, rounds in got.items():
+            for hop, brought in enumerate(rounds):
+                assert [link for link, _ in brought] == sorted(ends[chip])
+                for link, msg in brought:
+                    assert msg == message(g.neighbour(chip, link), opposite(link), hop)
+    finally:
+        for ex in exchanges.values():
+            ex.close()
+        for links in ends.values():
+            for c in links.values():
+                c.close()
+
+
+def test_a_router_blocked_sending_to_a_silent_neighbour_closes_promptly():
+    """A neighbour that never reads: the sender blocks on a full socket; close() shuts the channel down, the
+    send fails inside the sender thread, and the thread ends."""
+    from s2emu.engines.ray_engine import LinkExchange
+
+    ends = linked_routers(2, 1)
+    ex = LinkExchange(ends[0])
+    ex.queue.put((ex.wires[0], b"x" * (4 << 20)))  # a hop's send, with nobody reading on chip 1
+    time.sleep(0.2)
+    started = time.monotonic()
+    ex.close()
+    assert not ex.thread.is_alive() and time.monotonic() - started < 3
+    assert ex.error is not None and ex.error[0] == ex.wires[0]
+    for links in ends.values():
+        for c in links.values():
+            c.close()
