@@ -5,8 +5,8 @@
 recipes/eprop_kws.toml (12 hidden PEs + the readout PE + the host) trained for one epoch on a seeded subset,
 placed on one 152-PE chip, then with 4, 2 and 1 PEs per chip on machines of 4, 8 and 16 chips (2x2, 4x2 and
 4x4 meshes, the 4x4 as a torus, --wrap, and the 4x4 with one busy wire failing at tick 0, --link-fails, which
-the routers detour around; the ray engine runs one router actor per chip in use). Per row: chips, mesh, hops
-per tick, router entries over all chips, packets sent on links per tick, default-routed and emergency-routed
+the routers detour around, or down from tick 1000 until 2000 only; the ray engine runs one router actor per
+chip in use). Per row: chips, mesh, hops per tick, router entries over all chips, packets sent on links per tick, default-routed and emergency-routed
 packets, wall ms per tick (median of the repeats, engines and layouts interleaved) and the state digest,
 which must not change. Writes mesh.json and mesh.md.
 """
@@ -27,9 +27,10 @@ from s2emu.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 # (chips, PEs per chip, wrap-around, failing wires): meshes 1x1, 2x2, 4x2, 4x4, the 4x4 torus, and the 4x4 with
-# chip 5's E wire failing from the start (inside the mesh: both ends have their detour)
+# chip 5's E wire failing from the start (inside the mesh: both ends have their detour), and down from tick 1000
+# until 2000 only
 LAYOUTS = ((1, 152, False, ()), (4, 4, False, ()), (8, 2, False, ()), (16, 1, False, ()), (16, 1, True, ()),
-           (16, 1, False, ("5:E@0",)))
+           (16, 1, False, ("5:E@0",)), (16, 1, False, ("5:E@1000-2000",)))
 
 
 def main() -> None:
@@ -91,9 +92,10 @@ def main() -> None:
 
 
 def _name(result: dict, wrap: bool, failing: tuple) -> str:
-    """A layout as the table names it: 4x4, 4x4 torus, 4x4, 5:E fails."""
+    """A layout as the table names it: 4x4, 4x4 torus, 4x4, 5:E fails, 4x4, 5:E down 1000-2000."""
     mesh = f"{result['mesh'][0]}x{result['mesh'][1]}{' torus' if wrap else ''}"
-    return mesh + "".join(f", {f.split('@')[0]} fails" for f in failing)
+    return mesh + "".join(f", {wire} down {when}" if "-" in when else f", {wire} fails"
+                          for wire, _, when in (f.partition("@") for f in failing))
 
 
 if __name__ == "__main__":
