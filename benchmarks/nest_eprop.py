@@ -189,7 +189,7 @@ def main() -> None:
            "load_average": os.getloadavg()}
     md = [f"e-prop, {out['network']}, {args.samples} training samples; median of {args.repeats} (rounds over "
           "every run in turn); "
-          f"{time.strftime('%Y-%m-%d')}. Command: `python benchmarks/nest_eprop.py`.", "",
+          f"{time.strftime('%Y-%m-%d')}. Command: `python benchmarks/nest_eprop.py --repeats {args.repeats}`.", "",
           "| run | ticks | ticks/s | network ticks/s | notes |", "|---|---|---|---|---|"]
     for r in rows:
         notes = (f"{r['pes']} PEs, digest `{r['state_digest'][:12]}`" if "pes" in r else
