@@ -144,3 +144,18 @@ def test_ray_windowed_exchange_gives_the_local_bits(ray_local, tmp_path):
         assert got["state_digest"] == base["state_digest"] and got["router"] == base["router"]
     full, resumed = stopped_and_resumed(r, tmp_path, engine="ray", window=3)
     assert resumed["state_digest"] == full["state_digest"] == base["state_digest"]
+
+
+@pytest.mark.ray
+def test_a_windowed_mesh_with_a_wire_down_for_a_while_gives_the_one_chip_bits(ray_local):
+    """Windows, many chips and emergency routing together: six chips (a router actor each on ray), window 3,
+    and the wire 1:N down from tick 50 until 400 (both its ends detour inside the board): the one-chip
+    digest on both engines, the same router counters, and packets detoured only while the wire was down."""
+    r = delayed_smoke()
+    one = run(r)["state_digest"]
+    mesh = r.with_overrides(chips=6, pes_per_chip=1, failing_links=["1:N@50-400"])
+    local = run(mesh, window=3)
+    assert local["state_digest"] == one and local["router"]["emergency_routed"] > 0
+    assert local["router"]["dropped"] == 0 and local["hops"] >= 2
+    got = run(mesh, engine="ray", window=3)
+    assert got["state_digest"] == one and got["router"] == local["router"]
