@@ -655,21 +655,30 @@ class LinkDown(Exception):
         self.link, self.error = link, error
 
 
+DIRECT_BYTES = 16 * 1024  # a link message up to this size the router sends itself (LinkExchange)
+
+
 class LinkExchange:
     """One router's side of the hop exchange with its neighbouring routers, over one channel per link
-    (multiprocessing Connections): each hop, every link gets one message and brings one.
+    (multiprocessing Connections): each hop, every link gets one message and brings one. A router sends all
+    its messages of a hop, then receives in the order they arrive: no router waits for a neighbour to reach
+    their wire in some global order (which chains a hop round across the mesh, chip after chip).
 
-    The messages leave from a thread of its own, in link order, while this thread receives them in the order
-    they arrive. No router waits for a neighbour to reach their wire in some global order (which chains a hop
-    round across the mesh, chip after chip), and no cycle of routers can block each other: a send waits only
-    for its neighbour to read, and a router reads whatever arrives; a message larger than the sockets'
-    buffers is read while it is being sent (tests/test_channels.py runs megabytes over a mesh)."""
+    Why no cycle of routers can block each other: a router is at most one hop ahead of a neighbour (it cannot
+    finish a hop without the neighbour's message of that hop), so at most two of its messages wait unread in
+    a wire, and two of DIRECT_BYTES fit any TCP socket's buffers (Linux gives one at least 128 KB to receive):
+    the router sends such a message itself, at once, without waiting. A larger one leaves from a thread of
+    its own (as do those after it on the same wire, to keep their order), while the router reads whatever
+    arrives: a send then waits only for a neighbour that is reading (tests/test_mesh.py runs megabytes over
+    a mesh whose sockets buffer 64 KB)."""
 
     def __init__(self, links: dict):
         self.links = dict(links)
         self.wires = sorted(self.links)  # what a hop brought is handed back in this order
         self.selector = selectors.DefaultSelector()
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.queued = dict.fromkeys(self.wires, 0)  # messages handed to the thread and not yet sent, per link
+        self.lock = threading.Lock()
         self.error: tuple[int, BaseException] | None = None  # the first failed send's (link, error)
         self.closing = False
         self.thread = threading.Thread(target=self._send_all, name="s2emu-link-sender", daemon=True)
@@ -679,7 +688,18 @@ class LinkExchange:
         """Send each link its message (bytes; every link gets one) and return [(link, bytes)] of what every
         link brought, in link order. Raises LinkDown if a channel fails."""
         for link in self.wires:
-            self.queue.put((link, outgoing[link]))
+            data = outgoing[link]
+            with self.lock:
+                direct = len(data) <= DIRECT_BYTES and not self.queued[link]
+                if not direct:
+                    self.queued[link] += 1
+            if direct:
+                try:
+                    self.links[link].send_bytes(data)
+                except OSError as exc:
+                    raise LinkDown(link, exc) from None
+            else:
+                self.queue.put((link, data))
         for link in self.wires:  # watched until its message is in: a next hop's waits in the socket meanwhile
             self.selector.register(self.links[link], selectors.EVENT_READ, link)
         got = {}
@@ -706,6 +726,8 @@ class LinkExchange:
                     self.links[link].send_bytes(data)
                 except Exception as exc:  # noqa: BLE001 - a closed channel fails in more ways than OSError
                     self.error = (link, exc)
+            with self.lock:
+                self.queued[link] -= 1
 
     def close(self) -> None:
         """Stop the sender: the channels are shut down first, so that a send blocked on a dead neighbour

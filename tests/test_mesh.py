@@ -457,20 +457,23 @@ def linked_routers(width, height, buffer=1 << 16):
     return ends
 
 
-def test_routers_exchange_messages_larger_than_the_sockets_buffers_without_deadlock():
-    """Hop rounds on a 3 x 3 mesh, each router a thread with its LinkExchange (the ray engine's), every message
-    megabytes, far more than the sockets buffer: every router gets every neighbour's message of every hop, in
-    link order. (Routers that each sent all before reading, in one order, blocked each other around the
-    mesh's triangles.)"""
+@pytest.mark.parametrize("sizes", ["large", "direct", "mixed"])
+def test_routers_exchange_messages_larger_than_the_sockets_buffers_without_deadlock(sizes):
+    """Hop rounds on a 3 x 3 mesh, each router a thread with its LinkExchange (the ray engine's), with messages
+    of a megabyte, far more than the sockets buffer (sent by the exchange's thread), of DIRECT_BYTES (sent by
+    the router itself), or both by turns, hop by hop and link by link: every router gets every neighbour's
+    message of every hop, in link order. (Routers that each sent all before reading, in one order, blocked
+    each other around the mesh's triangles.)"""
     import threading
 
-    from s2emu.engines.ray_engine import LinkExchange
+    from s2emu.engines.ray_engine import DIRECT_BYTES, LinkExchange
 
-    ends, size, hops = linked_routers(3, 3), 1 << 20, 2
+    ends, hops = linked_routers(3, 3), 4
     got, exchanges = {}, {c: LinkExchange(links) for c, links in ends.items()}
 
     def message(chip, link, hop):  # says who sent it, on which link, in which hop
-        return bytes([chip, link, hop]) * (size // 3)
+        large = sizes == "large" or sizes == "mixed" and (hop + link) % 2 == 0
+        return bytes([chip, link, hop]) * ((1 << 20 if large else DIRECT_BYTES - 10) // 3)
 
     def router(chip):
         ex = exchanges[chip]
