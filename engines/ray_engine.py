@@ -282,7 +282,7 @@ def _actor_classes():
             for link, (address, authkey) in (peers or {}).items():
                 c = Client(tuple(address), family="AF_INET", authkey=authkey)
                 c.send_bytes(struct.pack(_TICK, LINK_HELLO - opposite(link)))
-                self.links[link] = c
+                self.links[link] = link_buffers(c)
             conns = [None] * len(self.processes)
             gc.freeze()  # as in serve
             while any(c is None for c in conns) or len(self.links) < len(self.neighbours):
@@ -292,7 +292,7 @@ def _actor_classes():
                     continue  # not one of ours (wrong key) or gone during the handshake
                 (e,) = struct.unpack(_TICK, c.recv_bytes(_TICK_SIZE))
                 if e <= LINK_HELLO and LINK_HELLO - e in self.neighbours and LINK_HELLO - e not in self.links:
-                    self.links[LINK_HELLO - e] = c
+                    self.links[LINK_HELLO - e] = link_buffers(c)
                     continue
                 if not 0 <= e < len(conns) or conns[e] is not None:
                     c.close()
@@ -656,6 +656,16 @@ class LinkDown(Exception):
 
 
 DIRECT_BYTES = 16 * 1024  # a link message up to this size the router sends itself (LinkExchange)
+LINK_BUFFER_BYTES = 4 * DIRECT_BYTES  # each way, per link socket (link_buffers)
+
+
+def link_buffers(conn, size: int = LINK_BUFFER_BYTES):
+    """Give a link channel's socket fixed buffers of `size` bytes each way (the kernel doubles them), so that
+    two DIRECT_BYTES messages always fit, whatever the kernel's defaults or memory pressure would give."""
+    with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate descriptor
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return conn
 
 
 class LinkExchange:
@@ -666,11 +676,10 @@ class LinkExchange:
 
     Why no cycle of routers can block each other: a router is at most one hop ahead of a neighbour (it cannot
     finish a hop without the neighbour's message of that hop), so at most two of its messages wait unread in
-    a wire, and two of DIRECT_BYTES fit any TCP socket's buffers (Linux gives one at least 128 KB to receive):
-    the router sends such a message itself, at once, without waiting. A larger one leaves from a thread of
-    its own (as do those after it on the same wire, to keep their order), while the router reads whatever
-    arrives: a send then waits only for a neighbour that is reading (tests/test_mesh.py runs megabytes over
-    a mesh whose sockets buffer 64 KB)."""
+    a wire, and two of DIRECT_BYTES fit the link sockets' buffers (link_buffers): the router sends such a
+    message itself, at once, without waiting. A larger one leaves from a thread of its own (as do those after
+    it on the same wire, to keep their order), while the router reads whatever arrives: a send then waits
+    only for a neighbour that is reading (tests/test_mesh.py runs megabytes over a mesh with these buffers)."""
 
     def __init__(self, links: dict):
         self.links = dict(links)

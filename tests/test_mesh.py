@@ -432,18 +432,13 @@ def test_ray_routes_around_a_failing_wire_with_the_local_bits_and_counters(ray_l
     assert via["endpoints"] == [] and via["link_sent"]["S"] > before["link_sent"]["S"]  # the second leg, 9 -> 5
 
 
-def linked_routers(width, height, buffer=1 << 16):
+def linked_routers(width, height):
     """Every wire of a width x height mesh as a pair of connected channels (multiprocessing Connections over
-    loopback TCP, as the ray engine's routers use) whose sockets buffer `buffer` bytes each way, not the
-    megabytes the kernel would grow them to: {chip: {link: its end}}."""
-    import socket
+    loopback TCP with the ray engine's link buffers, tens of KB, not the megabytes the kernel would grow them
+    to), as the ray engine's routers are joined: {chip: {link: its end}}."""
     from multiprocessing.connection import Client, Listener
 
-    def small(conn):
-        with socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM) as sock:  # a duplicate
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-        return conn
+    from s2emu.engines.ray_engine import link_buffers
 
     g = make_machine(chips=width * height, width=width).geometry
     ends = {c: {} for c in range(g.chips)}
@@ -452,8 +447,8 @@ def linked_routers(width, height, buffer=1 << 16):
             n = g.neighbour(c, link)
             if n is not None and n > c:
                 with Listener(("127.0.0.1", 0), family="AF_INET") as lst:
-                    ends[c][link] = small(Client(lst.address, family="AF_INET"))
-                    ends[n][opposite(link)] = small(lst.accept())
+                    ends[c][link] = link_buffers(Client(lst.address, family="AF_INET"))
+                    ends[n][opposite(link)] = link_buffers(lst.accept())
     return ends
 
 
