@@ -21,9 +21,10 @@ Two transports carry the per-tick exchange between the router and the endpoints:
 A machine of many chips runs one router actor per chip (every chip a packet may reach), each the clock of
 its own endpoints. Neighbouring routers are joined by a channel per link (the higher-numbered chip connects
 to the lower one's listener) and do router/mesh.py's hop rounds over them every tick: send on every link what
-leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. A router's sends leave from
-a thread of its own while it receives in the order they arrive (LinkExchange): a hop round costs one exchange
-between neighbours, not a chain of them across the mesh. Only the channels transport runs many chips.
+leaves by it (maybe nothing), receive from every link, `hops` times, then deliver. A router sends a hop's
+messages on all its links at once (a large one from a thread of its own) and reads them in the order they
+arrive (LinkExchange): a hop round costs one exchange between neighbours, not a chain of them across the
+mesh. Only the channels transport runs many chips.
 """
 
 from __future__ import annotations
