@@ -24,7 +24,7 @@ Split over PEs (cores/bptt_pe.py), a PE holds a column slice [lo, hi) of every l
 weights, their state and history, and the whole layers' spikes it receives. The sums that run over a layer's
 neurons in the backward pass (W dI, into the layer itself through the recurrence and into the layer below) are
 chained from PE to PE. Every sum whose terms would be split runs strictly in ascending order of its terms
-(`ordered_accumulate`), so the chained sum and the one-PE sum are the same bits; the readouts' products have
+(`synaptic_sum`), so the chained sum and the one-PE sum are the same bits; the readouts' products have
 the same shapes on every split and keep numpy's own loops (`mm`).
 
 Counting (the `counts` dict): MACs are multiply-accumulates the rule performs (forward synaptic events counted
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .neurons import NeuronConstants, surrogate
-from .pe import ordered_accumulate
+from .kernels import synaptic_sum
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class SpikingStack:
         (ff, _), *rest = ly.inputs
         I = np.zeros((self.B, width), np.float32)
         for x, name in ((pre, ff), *((self.zfull[i], r) for r, _ in rest)):
-            ordered_accumulate(I, x, self.W[name])
+            synaptic_sum(I, x, self.W[name])
             events = int(np.count_nonzero(x)) * width
             self.counts["macs"] += events
             self.counts["accesses"] += events
@@ -340,12 +340,12 @@ class SpikingStack:
         dI = np.float32(1 - c.alpha) * dv
         # weight gradients: feed-forward input at k, recurrent input z_{k-1}
         x = self.h_x[:, k] if i == 0 else self._z_hist(i - 1, k)
-        ordered_accumulate(self.gW[ff], x.T, dI)
+        synaptic_sum(self.gW[ff], x.T, dI)
         nzx = int(np.count_nonzero(x))
         self.counts["macs"] += nzx * width
         self.counts["accesses"] += 2 * nzx * width + (n_in if i == 0 else 0) * self.B
         if rest:
-            ordered_accumulate(self.gW[rest[0][0]], z_prev.T, dI)
+            synaptic_sum(self.gW[rest[0][0]], z_prev.T, dI)
             nzz = int(np.count_nonzero(z_prev))
             self.counts["macs"] += nzz * width
             self.counts["accesses"] += 2 * nzz * width
@@ -362,7 +362,7 @@ class SpikingStack:
         for acc, name in ((rec, rest[0][0] if rest else None), (ff, ff_name)):
             if acc.shape[1] == 0 or (acc is rec and k == 0):  # nothing before the window, or below the block
                 continue
-            ordered_accumulate(acc, self.dI[i], self.W[name].T)
+            synaptic_sum(acc, self.dI[i], self.W[name].T)
             self.counts["macs"] += acc.shape[1] * width * self.B
             self.counts["accesses"] += acc.shape[1] * width
         return rec, ff

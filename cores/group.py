@@ -128,12 +128,9 @@ class NeuronGroup:
         self.adam = [a.on(whole(a.m), whole(a.v)) for a in m0.adam]
         self.diagonal = (np.concatenate([m.diagonal[0] for m in members]), np.arange(self.P * self.n))
         self._optimizer_elements = sum(w.size for w in m0.W)
-        self._scratch_arrays = {}
         self._bounds = np.arange(self.P + 1) * self.n  # member p's neurons: [bounds[p], bounds[p + 1])
         self.at = 0
         self._decode_table()
-
-    scratch = NeuronPE.scratch
 
     def _decode_table(self):
         """One sorted key table for all members: member p's key k is p << 32 | k, pointing at its column and

@@ -20,6 +20,7 @@ import numpy as np
 from s2emu.errors import PacketError
 from s2emu.router.packets import PacketBatch, shared_empty
 
+from .kernels import eprop_traces, synaptic_sum, warm_kernels
 from .neurons import NeuronConstants, surrogate
 from .optimizer import Adam
 from .sram import SramLedger
@@ -67,34 +68,6 @@ def make_batch(src, tick, streams, *, mc_keys=None, mcp_keys=None, mcp_payload=N
     )
 
 
-def ordered_accumulate(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
-    """out[B, n] += sum_i x[:, i] * rows[i], over the sources i active in any stream, in ascending order.
-
-    The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
-    number of synaptic events (rows added), the chip's unit of synaptic work.
-    """
-    active = np.flatnonzero(x[0] if x.shape[0] == 1 else x.any(axis=0))
-    if len(active) == 0:
-        return 0
-    step = max(1, _ACCUMULATE_ELEMENTS // out.size)
-    for lo in range(0, len(active), step):
-        part = active[lo:lo + step]
-        terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]; the running sum folded into the first
-        terms[0] += out
-        if out.size == 1:  # a lone sum would run along numpy's fast axis, pairwise: give it a second column
-            terms = np.concatenate([terms.reshape(-1, 1), np.zeros((len(part), 1), np.float32)], axis=1)
-            out[...] = np.add.reduce(terms, axis=0)[0]
-        else:
-            # numpy sums along a slow axis one term after another (pairwise summation runs only along the
-            # fast axis: numpy.sum, Notes), so this is the strict left-to-right loop, vectorised over the row;
-            # tests/test_equivalence.py holds it to that loop
-            np.add.reduce(terms, axis=0, out=out)
-    return len(active)
-
-
-_ACCUMULATE_ELEMENTS = 1 << 18  # bound on the temporary of ordered_accumulate (1 MB of float32)
-
-
 def neuron_tick(S, x: list, learn: bool) -> list[int]:
     """One tick of SCIENCE.md's neuron dynamics and, if `learn`, its e-prop eligibility traces, on the state
     of S: a NeuronPE, or a group of them stepped together as one wide PE (cores/group.py: its members side by
@@ -103,7 +76,7 @@ def neuron_tick(S, x: list, learn: bool) -> list[int]:
     the active presynaptic rows per projection."""
     c = S.c
     S.I[...] = 0
-    rows = [0 if xq is None else ordered_accumulate(S.I, xq, S.W[q]) for q, xq in enumerate(x)]
+    rows = [0 if xq is None else synaptic_sum(S.I, xq, S.W[q]) for q, xq in enumerate(x)]
     z_prev = S.z.copy()
     if c.adaptive:
         S.a *= c.rho
@@ -117,44 +90,10 @@ def neuron_tick(S, x: list, learn: bool) -> list[int]:
     u = S.v - A
     S.z[...] = u > 0
     if learn:
-        _traces(S, x, surrogate(S.lc["surrogate"], u, c.v_th))
+        psi = surrogate(S.lc["surrogate"], u, c.v_th)
+        for q, xq in enumerate(x):
+            eprop_traces(S, q, np.zeros(S.ebar[q].shape[:-1], np.float32) if xq is None else xq, psi)
     return rows
-
-
-def _traces(S, x: list, psi: np.ndarray) -> None:
-    """e-prop eligibility traces (SCIENCE.md): epsv, epsa, e, ebar, and their sum for the end-of-sample signal."""
-    c = S.c
-    one_a = np.float32(1 - c.alpha)
-    k_va = np.float32((1 - c.rho) * (1 - c.alpha))
-    psi3 = psi[:, None, :]
-    decay_a = (c.rho - np.float32(1 - c.rho) * c.beta * psi3) if c.adaptive else None
-    for q in range(len(S.projections)):
-        ebar = S.ebar[q]
-        xq = x[q] if x[q] is not None else np.zeros(ebar.shape[:-1], np.float32)
-        epsv = S.epsv[q]
-        epsv *= c.alpha
-        epsv += xq[:, :, None] if S.per_synapse else xq
-        ev = epsv if S.per_synapse else epsv[:, :, None]
-        # e = psi (one_a epsv - beta epsa), computed in place in two scratch arrays (temporaries, as the
-        # chip's registers: not in the ledger); same operations and order as the formula, so same bits.
-        e, tmp = S.scratch(q)
-        if c.adaptive:
-            epsa = S.epsa[q]
-            epsa *= decay_a
-            np.multiply(psi3, ev, out=tmp)
-            tmp *= k_va
-            epsa += tmp
-            np.multiply(ev, one_a, out=e)
-            np.multiply(epsa, c.beta, out=tmp)
-            e -= tmp
-            e *= psi3
-        else:
-            np.multiply(ev, one_a, out=e)
-            e *= psi3
-        ebar *= c.kappa
-        ebar += e
-        if not S.online:
-            S.grad[q] += ebar
 
 
 def fold_learning_signal(S, L: np.ndarray) -> None:
@@ -493,7 +432,6 @@ class NeuronPE(ProcessingElement):
         self.voltage_log: list[np.ndarray] = []
         self.pending = False  # online: learning signals have arrived for the sample that just ended
         self.offset = int(config.get("offset", 1))  # local tick of its first step in a sample (cores/timing.py)
-        self._scratch_arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._trace_work = self._trace_work_per_tick()
         # a learning signal's work: per projection, the gradient (or ebar sum) times L, read and written
         syn = sum(pr["n_pre"] for pr in self.projections) * n * self.B
@@ -583,13 +521,6 @@ class NeuronPE(ProcessingElement):
             return self._sent(spikes_batch(self.pe_id, tick, 1, keys), len(keys))
         return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
 
-    def scratch(self, q: int) -> tuple[np.ndarray, np.ndarray]:
-        """Two temporaries shaped as projection q's traces (numpy's registers: not in the ledger)."""
-        if q not in self._scratch_arrays:
-            shape = self.ebar[q].shape
-            self._scratch_arrays[q] = (np.empty(shape, np.float32), np.empty(shape, np.float32))
-        return self._scratch_arrays[q]
-
     def _take_learning_signal(self, L: np.ndarray, sent: int):
         """L[B, n], sent by the readout at tick `sent`, arrived: fold it into the gradient. Online signals
         come every step and the weights change at the next sample's tick 0 (pending); the end-of-sample
@@ -674,7 +605,7 @@ class ReadoutPE(ProcessingElement):
             zbar *= self.kappa
             if xq is not None:
                 zbar += xq
-                rows = ordered_accumulate(self.y, xq, self.W[q])
+                rows = synaptic_sum(self.y, xq, self.W[q])
                 self.counters["synaptic_events"] += rows
                 self._count(rows * self.n, rows * self.n)
             self._count(2 * zbar.size, 4 * zbar.size)  # zbar filter and its sum, read and written
@@ -745,6 +676,7 @@ class ReadoutPE(ProcessingElement):
 
 def make_pe(config: dict, backing=None) -> ProcessingElement:
     """backing: where a neuron PE's arrays live (cores/group.py); other PEs keep their own."""
+    warm_kernels()  # load (or compile) them now, not in a PE's first tick
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)

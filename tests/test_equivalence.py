@@ -147,10 +147,10 @@ def test_fast_inbound_decode_equals_the_key_order_path(streams):
     assert fast_seen > 50  # most batches take the fast path
 
 
-def test_ordered_accumulate_is_the_plain_loop_in_source_order():
-    """The synaptic sum every split relies on: numpy's vectorised sum must be the row-by-row loop in ascending
-    source order, bit for bit, at every shape (a lone output element, wide rows, many rows in chunks)."""
-    from s2emu.cores import pe as pe_mod
+def test_synaptic_sum_is_the_plain_loop_in_source_order():
+    """The synaptic sum every split relies on: the compiled sum must be numpy's row-by-row loop in ascending
+    source order, bit for bit, at every shape (a lone output element, wide rows, many rows, strided views)."""
+    from s2emu.cores.kernels import synaptic_sum
 
     rng = np.random.default_rng(3)
 
@@ -162,15 +162,17 @@ def test_ordered_accumulate_is_the_plain_loop_in_source_order():
         active = np.flatnonzero(x.any(axis=0))
         for i in active:
             ref += x[:, i, None] * rows[i]
-        assert pe_mod.ordered_accumulate(out, x, rows) == len(active)
+        assert synaptic_sum(out, x, rows) == len(active)
         assert out.tobytes() == ref.tobytes(), (B, n, k)
 
     for B, n, k in [(1, 1, 300), (1, 2, 40), (2, 1, 17), (1, 10, 80), (4, 7, 120), (32, 120, 200), (3, 5, 1)]:
         check(B, n, k)
-    small = pe_mod._ACCUMULATE_ELEMENTS
-    try:  # many chunks
-        pe_mod._ACCUMULATE_ELEMENTS = 64
-        check(2, 3, 90)
-        check(1, 1, 90)
-    finally:
-        pe_mod._ACCUMULATE_ELEMENTS = small
+    # the views a group and the readout pass: strided rows and inputs
+    x = (rng.normal(size=(2, 40)) * (rng.random((2, 40)) < 0.5)).astype(np.float32)
+    W = rng.normal(size=(20, 30)).astype(np.float32)
+    out = np.zeros((2, 30), np.float32)[:, 5:25]
+    ref = out.copy()
+    for i in np.flatnonzero(x[:, ::2].any(axis=0)):
+        ref += x[:, ::2][:, i, None] * W[:, 5:25][i]
+    synaptic_sum(out, x[:, ::2], W[:, 5:25])
+    assert out.tobytes() == ref.tobytes()

@@ -1,0 +1,117 @@
+"""The PE's two inner loops, compiled with numba: the ordered synaptic sum and the e-prop eligibility traces.
+
+Why compiled: numpy runs the traces as eleven passes over every synapse array (about 60 us a tick for the
+keyword network's 24,000 hidden synapses, most of a tick), a loop over the synapses runs them in one pass
+(about 10 us). numpy cannot fuse passes, so a loop compiler beats anything written here in numpy.
+
+Why the bits do not change: each loop does the numpy code's float32 operations, element by element in the
+same order (no fast-math, so no fused multiply-add or reassociation); the golden model (s2emu/golden.py),
+still plain numpy, and tests/test_kernels.py hold them to that.
+
+Compiled on first use and cached beside this file (numba's cache=True), so only processes that hold PEs load
+numba (warm_kernels, as a PE is made: a quarter second, or a few seconds the first time on a machine), and
+only the first run on a machine compiles.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+def _synaptic_sum(out, x, rows):
+    """out[b, j] += x[b, i] * rows[i, j] for every source i active (x nonzero) in any stream, ascending i."""
+    B, n_pre = x.shape
+    n = out.shape[1]
+    events = 0
+    for i in range(n_pre):
+        active = False
+        for b in range(B):
+            if x[b, i] != 0:
+                active = True
+        if not active:
+            continue
+        events += 1
+        for b in range(B):
+            xb = x[b, i]
+            for j in range(n):
+                out[b, j] += xb * rows[i, j]
+    return events
+
+
+def _eprop_traces(epsv, epsa, ebar, grad, x, psi, per_synapse, adaptive, summed,
+                  alpha, one_a, k_va, rho, one_rho, beta, kappa):
+    """One tick of one projection's traces: epsv [B, n_pre, n] per synapse or [B, n_pre, 1] per source, epsa
+    and ebar [B, n_pre, n]; grad (summed: += ebar) [B, n_pre, n]; x [B, n_pre]; psi [B, n]. The operations and
+    their order are those of e = psi (one_a epsv - beta epsa) as numpy computed it, pass by pass."""
+    B, n_pre, n = ebar.shape
+    for b in range(B):
+        for i in range(n_pre):
+            xi = x[b, i]
+            if not per_synapse:
+                epsv[b, i, 0] = epsv[b, i, 0] * alpha + xi
+            for j in range(n):
+                if per_synapse:
+                    ev = epsv[b, i, j] * alpha + xi
+                    epsv[b, i, j] = ev
+                else:
+                    ev = epsv[b, i, 0]
+                p = psi[b, j]
+                if adaptive:
+                    ea = epsa[b, i, j] * (rho - one_rho * beta * p) + p * ev * k_va
+                    epsa[b, i, j] = ea
+                    e = (ev * one_a - ea * beta) * p
+                else:
+                    e = ev * one_a * p
+                eb = ebar[b, i, j] * kappa + e
+                ebar[b, i, j] = eb
+                if summed:
+                    grad[b, i, j] += eb
+
+
+@functools.cache
+def _compiled(fn):
+    import numba  # here, not at import: routers and hosts never load it
+
+    return numba.njit(cache=True, error_model="numpy")(fn)
+
+
+@functools.cache
+def warm_kernels() -> None:
+    """Load both kernels for the float32 C-order arrays PEs pass them (compiling them if no cache has them)."""
+    one = np.zeros((1, 1), np.float32)
+    synaptic_sum(one, one, one)
+    _compiled(_eprop_traces)(one[None], one[None], one[None], one[None], one, one, True, True, True,
+                             *[np.float32(0)] * 7)
+
+
+def _float32(*arrays) -> None:
+    for a in arrays:
+        if a.dtype != np.float32:
+            raise TypeError(f"the PE's kernels take float32 arrays, got {a.dtype}")
+
+
+def synaptic_sum(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
+    """out[B, n] += sum_i x[:, i] * rows[i], over the sources i active in any stream, in ascending order.
+
+    The fixed order makes the sum bit-identical however the postsynaptic neurons are split. Returns the
+    number of synaptic events (rows added), the chip's unit of synaptic work.
+    """
+    _float32(out, x, rows)
+    return int(_compiled(_synaptic_sum)(out, x, rows))
+
+
+def eprop_traces(S, q: int, x: np.ndarray, psi: np.ndarray) -> None:
+    """One tick of projection q's e-prop traces on S's state (a NeuronPE or a group of them): epsv, epsa, e
+    (never stored), ebar, and the ebar sum in the gradient slot unless S learns online."""
+    c = S.c
+    epsv, epsa, ebar = S.epsv[q], S.epsa[q], S.ebar[q]
+    summed = not S.online
+    _float32(epsv, ebar, x, psi)
+    _compiled(_eprop_traces)(
+        epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar, S.grad[q] if summed else ebar, x, psi,
+        S.per_synapse, c.adaptive, summed,
+        # the float32 constants the numpy formula uses, rounded as it rounds them
+        np.float32(c.alpha), np.float32(1 - c.alpha), np.float32((1 - c.rho) * (1 - c.alpha)),
+        np.float32(c.rho), np.float32(1 - c.rho), np.float32(c.beta), np.float32(c.kappa))

@@ -1,0 +1,92 @@
+"""The compiled e-prop traces (cores/kernels.py) against the formula as numpy computes it pass by pass: same
+bits in every layout (per synapse, per source), with and without adaptation, summed or online, at batch 1 and
+more, on contiguous arrays and on a group member's strided views."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from s2emu.cores.kernels import eprop_traces
+from s2emu.cores.neurons import NeuronConstants
+
+
+def numpy_traces(S, q, x, psi):
+    """SCIENCE.md's traces in numpy, one pass per operation (the code the kernel replaced)."""
+    c = S.c
+    one_a = np.float32(1 - c.alpha)
+    k_va = np.float32((1 - c.rho) * (1 - c.alpha))
+    psi3 = psi[:, None, :]
+    epsv, ebar = S.epsv[q], S.ebar[q]
+    e = np.empty(ebar.shape, np.float32)
+    epsv *= c.alpha
+    epsv += x[:, :, None] if S.per_synapse else x
+    ev = epsv if S.per_synapse else epsv[:, :, None]
+    if c.adaptive:
+        epsa = S.epsa[q]
+        epsa *= c.rho - np.float32(1 - c.rho) * c.beta * psi3
+        tmp = psi3 * ev
+        tmp *= k_va
+        epsa += tmp
+        np.multiply(ev, one_a, out=e)
+        e -= epsa * c.beta
+        e *= psi3
+    else:
+        np.multiply(ev, one_a, out=e)
+        e *= psi3
+    ebar *= c.kappa
+    ebar += e
+    if not S.online:
+        S.grad[q] += ebar
+
+
+def state(rng, B, n_pre, n, per_synapse, adaptive, online, strided):
+    """A PE-like state with random traces; strided: every array a column slice of a wider one (a group member)."""
+    c = NeuronConstants.make("alif" if adaptive else "lif", tau_m=20.0, tau_a=200.0, beta=1.8, tau_out=15.0)
+
+    def arr(*shape):
+        wide = rng.normal(size=(*shape[:-1], shape[-1] + 7)).astype(np.float32) if strided else None
+        a = rng.normal(size=shape).astype(np.float32)
+        if wide is None:
+            return a
+        wide[..., 3:3 + shape[-1]] = a
+        return wide[..., 3:3 + shape[-1]]
+
+    return types.SimpleNamespace(
+        c=c, per_synapse=per_synapse, online=online,
+        epsv=[arr(B, n_pre, n) if per_synapse else arr(B, n_pre)],
+        epsa=[arr(B, n_pre, n) if adaptive else None], ebar=[arr(B, n_pre, n)],
+        grad=[arr(n_pre, n) if online else arr(B, n_pre, n)])
+
+
+@pytest.mark.parametrize("per_synapse", [True, False])
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("online", [True, False])
+@pytest.mark.parametrize("B,strided", [(1, False), (3, False), (1, True), (2, True)])
+def test_traces_are_the_numpy_formula_bit_for_bit(per_synapse, adaptive, online, B, strided):
+    rng = np.random.default_rng(7)
+    n_pre, n = 13, 9
+    ours = state(rng, B, n_pre, n, per_synapse, adaptive, online, strided)
+    ref = types.SimpleNamespace(**{k: [None if a is None else a.copy() for a in v] if isinstance(v, list) else v
+                                   for k, v in vars(ours).items()})
+    for tick in range(20):
+        x = (rng.random((B, n_pre)) < 0.3).astype(np.float32)
+        if tick % 5 == 0:
+            x[...] = 0  # a silent tick: the traces still decay
+        psi = (rng.random((B, n)) * (rng.random((B, n)) < 0.8)).astype(np.float32)
+        eprop_traces(ours, 0, x, psi)
+        numpy_traces(ref, 0, x, psi)
+        for name in ("epsv", "epsa", "ebar", "grad"):
+            a, r = getattr(ours, name)[0], getattr(ref, name)[0]
+            if r is not None:
+                assert a.tobytes() == np.ascontiguousarray(r).tobytes(), (name, tick)
+    assert np.abs(ours.ebar[0]).sum() > 0
+
+
+def test_kernels_refuse_other_dtypes():
+    from s2emu.cores.kernels import synaptic_sum
+
+    with pytest.raises(TypeError, match="float32"):
+        synaptic_sum(np.zeros((1, 3)), np.ones((1, 2), np.float32), np.ones((2, 3), np.float32))
