@@ -129,6 +129,7 @@ class NeuronGroup:
         self.diagonal = (np.concatenate([m.diagonal[0] for m in members]), np.arange(self.P * self.n))
         self._optimizer_elements = sum(w.size for w in m0.W)
         self._bounds = np.arange(self.P + 1) * self.n  # member p's neurons: [bounds[p], bounds[p + 1])
+        self._out_keys = np.concatenate([m.out_keys for m in members])  # member p's neuron i sends key p n + i
         self.at = 0
         self._decode_table()
 
@@ -242,15 +243,23 @@ class NeuronGroup:
             self._each(p)._take_learning_signal(L, inbounds[p].tick)
         learn = m0.learning and m0.clock.learns(sample)
         rows = neuron_tick(self, x, learn)  # every member's rows: they share the input
+        work = m0._tick_work(rows, learn)  # and so every member's work: they have one shape
         outs = []
-        if self.B == 1:  # the neurons that fired, found once: member p's are fired[cut[p]:cut[p + 1]], its own indices
+        if self.B == 1:  # spikes alone: the neurons that fired found once, member p's fired[cut[p]:cut[p + 1]]
             fired = np.flatnonzero(self.z[0])
             cut = np.searchsorted(fired, self._bounds).tolist()
+            keys = self._out_keys[fired]
             fired %= self.n  # members are n wide: member p's neuron i is the group's p n + i
+            for p, m in enumerate(self.members):
+                self.at = p
+                m._note_work(work)
+                m._record(tick, fired[cut[p]:cut[p + 1]])
+                outs.append(m._send_spikes(tick, keys[cut[p]:cut[p + 1]]))
+            return outs
         for p, m in enumerate(self.members):
             self.at = p
-            m._note_work(rows, learn)
-            outs.append(m._emit(tick, fired[cut[p]:cut[p + 1]] if self.B == 1 else None))
+            m._note_work(work)
+            outs.append(m._emit(tick))
         return outs
 
     def _sample_start(self, tick: int, sample: int, inbounds: list) -> list | None:

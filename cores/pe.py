@@ -469,22 +469,24 @@ class NeuronPE(ProcessingElement):
                 arr[...] = 0
 
     def _advance(self, tick, x, learn: bool) -> PacketBatch:
-        self._note_work(neuron_tick(self, x, learn), learn)
+        self._note_work(self._tick_work(neuron_tick(self, x, learn), learn))
         return self._emit(tick)
 
-    def _note_work(self, rows: list[int], learn: bool) -> None:
-        """Count a tick's work: `rows` active presynaptic rows per projection, and the traces if `learn`."""
+    def _tick_work(self, rows: list[int], learn: bool) -> tuple[int, int, int]:
+        """A tick's (synaptic events, MACs, SRAM accesses): `rows` active presynaptic rows per projection, and
+        the traces if `learn`."""
         events = sum(rows)
         macs = events * self.n  # a MAC and a weight read per active row and neuron
-        c = self.counters
-        c["synaptic_events"] += events
         if learn:
             trace_macs, trace_words = self._trace_work
-            c["macs"] += macs + trace_macs
-            c["accesses"] += macs + trace_words
-        else:
-            c["macs"] += macs
-            c["accesses"] += macs
+            return events, macs + trace_macs, macs + trace_words
+        return events, macs, macs
+
+    def _note_work(self, work: tuple[int, int, int]) -> None:
+        c = self.counters
+        c["synaptic_events"] += work[0]
+        c["macs"] += work[1]
+        c["accesses"] += work[2]
 
     def _trace_work_per_tick(self) -> tuple[int, int]:
         """(MACs, SRAM words) of one tick of traces. Per synapse and stream: epsv 1 MAC (per source: per row),
@@ -498,28 +500,31 @@ class NeuronPE(ProcessingElement):
             words += 2 * ev_ops + 2 * syn * (adaptive + 1 + summed)
         return macs, words
 
-    def _emit(self, tick, fired: np.ndarray | None = None) -> PacketBatch:
-        """Record and send the tick's spikes (z, v as neuron_tick left them); at batch 1 `fired` may come
-        with them (the neurons that spiked, as a group finds them for its members)."""
+    def _emit(self, tick) -> PacketBatch:
+        """Record and send the tick's spikes (z, v as neuron_tick left them)."""
+        fired = np.flatnonzero(self.z[0] if self.B == 1 else self.z.any(axis=0))
+        self._record(tick, fired)
+        if self.B == 1:
+            return self._send_spikes(tick, self.out_keys[fired])
+        self.counters["spikes"] += int(self.z.sum())
+        return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
+
+    def _record(self, tick, fired: np.ndarray) -> None:
+        """Log the tick's voltages and spikes (`fired`: the neurons that spiked in any stream) where asked."""
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
-        if self.B == 1:
-            if fired is None:
-                fired = np.flatnonzero(self.z[0])
-            self.counters["spikes"] += len(fired)
-        else:
-            fired = np.flatnonzero(self.z.any(axis=0))
-            self.counters["spikes"] += int(self.z.sum())
         if self.record_spikes and len(fired):
             b, j = (0, fired) if self.B == 1 else np.nonzero(self.z)
             row = np.empty((3, len(j)), np.int64)  # (tick, stream, neuron) per spike
             row[0], row[1], row[2] = tick, b, j
             row[2] += self.lo
             self.spike_log.append(row)
-        if self.B == 1:  # spikes alone: straight to spikes_batch, without make_batch's keyword parts
-            keys = self.out_keys[fired]
-            return self._sent(spikes_batch(self.pe_id, tick, 1, keys), len(keys))
-        return self._out(tick, mcp_keys=self.out_keys[fired], mcp_payload=self.z[:, fired].T)
+
+    def _send_spikes(self, tick, keys: np.ndarray) -> PacketBatch:
+        """At batch 1: the keys of the neurons that fired, sent as a batch of spikes alone (straight to
+        spikes_batch, without make_batch's keyword parts) and counted."""
+        self.counters["spikes"] += len(keys)
+        return self._sent(spikes_batch(self.pe_id, tick, 1, keys), len(keys))
 
     def _take_learning_signal(self, L: np.ndarray, sent: int):
         """L[B, n], sent by the readout at tick `sent`, arrived: fold it into the gradient. Online signals
