@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 
@@ -46,24 +47,30 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
         observer(lambda: LiveStatus(router.routed, router.mc_sent(), scores()))
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
-    for tick in range(start, n_ticks):
-        a = time.perf_counter()
-        outs = [None] * len(actors)
-        for at, stepper in plan:
-            got = (stepper.step(tick, [inbound[e] for e in at]) if len(at) > 1
-                   else [stepper.step(tick, inbound[at[0]])])
-            for e, out in zip(at, got):
-                outs[e] = out
-        b = time.perf_counter()
-        later.append(router.route(outs, tick))  # delivered at tick + window (cores/timing.py)
-        inbound = later.popleft()
-        t_step += b - a
-        t_route += time.perf_counter() - b
-        if progress is not None:
-            progress(1)
-        if checkpointer is not None and checkpointer.due(tick + 1):
-            now, *rest = [[None if b is None else encode(b) for b in batches] for batches in (inbound, *later)]
-            checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(), now, rest)
+    # what exists now (modules, numba's compiler, the PEs) lives through the run: leave it out of the cycle
+    # collector's passes, whose full ones would otherwise scan numba's many objects (~20 us a tick)
+    gc.freeze()
+    try:
+        for tick in range(start, n_ticks):
+            a = time.perf_counter()
+            outs = [None] * len(actors)
+            for at, stepper in plan:
+                got = (stepper.step(tick, [inbound[e] for e in at]) if len(at) > 1
+                       else [stepper.step(tick, inbound[at[0]])])
+                for e, out in zip(at, got):
+                    outs[e] = out
+            b = time.perf_counter()
+            later.append(router.route(outs, tick))  # delivered at tick + window (cores/timing.py)
+            inbound = later.popleft()
+            t_step += b - a
+            t_route += time.perf_counter() - b
+            if progress is not None:
+                progress(1)
+            if checkpointer is not None and checkpointer.due(tick + 1):
+                now, *rest = [[None if b is None else encode(b) for b in batches] for batches in (inbound, *later)]
+                checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(), now, rest)
+    finally:
+        gc.unfreeze()  # a later run in this process must be able to free this one
     return RawRun(
         host_results=host.results(),
         weights={pe.pe_id: pe.weights() for pe in pes},

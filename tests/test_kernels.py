@@ -90,3 +90,20 @@ def test_kernels_refuse_other_dtypes():
 
     with pytest.raises(TypeError, match="float32"):
         synaptic_sum(np.zeros((1, 3)), np.ones((1, 2), np.float32), np.ones((2, 3), np.float32))
+
+
+def test_the_local_engine_freezes_the_heap_for_its_ticks_only():
+    """numba's compiler leaves many objects in the heap; the local engine keeps the collector's full passes off
+    them while it ticks (gc.freeze), and hands them back after, or a second run in one process would leak
+    the first."""
+    import gc
+
+    from s2emu.build import build
+    from s2emu.engines.local import run_local
+
+    from conftest import smoke
+
+    seen = []
+    run_local(build(smoke(epochs=1, batch=1, pes=2)), progress=lambda n: seen.append(gc.get_freeze_count()))
+    assert seen and min(seen) > 0
+    assert gc.get_freeze_count() == 0
