@@ -8,9 +8,13 @@ Why the bits do not change: each loop does the numpy code's float32 operations, 
 same order (no fast-math, so no fused multiply-add or reassociation); the golden model (s2emu/golden.py),
 still plain numpy, and tests/test_kernels.py hold them to that.
 
-Compiled on first use and cached beside this file (numba's cache=True), so only processes that hold PEs load
-numba (warm_kernels, as a PE is made: a quarter second, or a few seconds the first time on a machine), and
-only the first run on a machine compiles.
+Compiled on first use and cached beside this file (numba's cache=True), so only processes that make neuron,
+readout or BPTT PEs load numba (warm_kernels, as such a PE is made: a quarter second, or a few seconds the
+first time on a machine), and only the first run on a machine compiles.
+
+Where the bits could differ from numpy's passes, no run goes: a NaN's sign and payload once a value is not
+finite (numpy warns of overflow there, the loops do not), and a synaptic input that enters the sum as -0
+with only -0 terms (numpy's reduction started from +0; the inputs start at +0 every tick).
 """
 
 from __future__ import annotations
@@ -74,16 +78,23 @@ def _eprop_traces(epsv, epsa, ebar, grad, x, psi, per_synapse, adaptive, summed,
 def _compiled(fn):
     import numba  # here, not at import: routers and hosts never load it
 
-    return numba.njit(cache=True, error_model="numpy")(fn)
+    try:
+        return numba.njit(cache=True, error_model="numpy")(fn)
+    except RuntimeError:  # nowhere to write the cache (a read-only install and home): compile in each process
+        return numba.njit(error_model="numpy")(fn)
 
 
 @functools.cache
 def warm_kernels() -> None:
-    """Load both kernels for the float32 C-order arrays PEs pass them (compiling them if no cache has them)."""
+    """Load both kernels (compiling them if no cache has them) for the arrays PEs pass: float32, C-ordered
+    but x, which a group passes as a column slice of its decoded input. The driver makes PEs while it builds,
+    so a first run on a machine compiles there, before Ray's processes would all compile at once."""
     one = np.zeros((1, 1), np.float32)
-    synaptic_sum(one, one, one)
-    _compiled(_eprop_traces)(one[None], one[None], one[None], one[None], one, one, True, True, True,
-                             *[np.float32(0)] * 7)
+    strided = np.zeros((1, 2), np.float32)[:, :1]
+    consts = [np.float32(0)] * 7
+    for x in (one, strided):
+        synaptic_sum(one, x, one)
+        _compiled(_eprop_traces)(one[None], one[None], one[None], one[None], x, one, True, True, True, *consts)
 
 
 def _float32(*arrays) -> None:

@@ -681,7 +681,8 @@ class ReadoutPE(ProcessingElement):
 
 def make_pe(config: dict, backing=None) -> ProcessingElement:
     """backing: where a neuron PE's arrays live (cores/group.py); other PEs keep their own."""
-    warm_kernels()  # load (or compile) them now, not in a PE's first tick
+    if config["role"] != "layered":  # every other PE runs the kernels: load (or compile) them now, not in a tick
+        warm_kernels()
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)

@@ -48,8 +48,12 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     n_ticks = build.n_ticks
     t_step = t_route = 0.0
     # what exists now (modules, numba's compiler, the PEs) lives through the run: leave it out of the cycle
-    # collector's passes, whose full ones would otherwise scan numba's many objects (~20 us a tick)
-    gc.freeze()
+    # collector's passes, whose full ones would otherwise scan numba's many objects (~20 us a tick); garbage
+    # first (an earlier run's cycles), and hand back only what this run froze
+    frozen_by_us = gc.get_freeze_count() == 0
+    if frozen_by_us:
+        gc.collect()
+        gc.freeze()
     try:
         for tick in range(start, n_ticks):
             a = time.perf_counter()
@@ -70,7 +74,8 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
                 now, *rest = [[None if b is None else encode(b) for b in batches] for batches in (inbound, *later)]
                 checkpointer.write(tick + 1, [pack(a.snapshot()) for a in actors], router.snapshot(), now, rest)
     finally:
-        gc.unfreeze()  # a later run in this process must be able to free this one
+        if frozen_by_us:
+            gc.unfreeze()  # a later run in this process must be able to free this one
     return RawRun(
         host_results=host.results(),
         weights={pe.pe_id: pe.weights() for pe in pes},

@@ -30,6 +30,8 @@ VARIANTS = {
     "unequal slices (groups of two sizes), batch 3": lambda: smoke(epochs=2, batch=3, pes=3),
     "LIF, voltages recorded, batch 2": lambda: dataclasses.replace(
         with_population(smoke(epochs=1, batch=2), "hidden", model="lif"), record_voltage=("hidden",)),
+    "voltages recorded, batch 1": lambda: dataclasses.replace(smoke(epochs=1, batch=1, pes=4),
+                                                             record_voltage=("hidden",)),
 }
 
 

@@ -76,6 +76,9 @@ def test_traces_are_the_numpy_formula_bit_for_bit(per_synapse, adaptive, online,
         if tick % 5 == 0:
             x[...] = 0  # a silent tick: the traces still decay
         psi = (rng.random((B, n)) * (rng.random((B, n)) < 0.8)).astype(np.float32)
+        if strided:  # as a group passes its decoded input: a column slice
+            x = np.concatenate([x, x], axis=1)[:, n_pre // 2:n_pre // 2 + n_pre]
+            psi = np.concatenate([psi, psi], axis=1)[:, 1:1 + n]
         eprop_traces(ours, 0, x, psi)
         numpy_traces(ref, 0, x, psi)
         for name in ("epsv", "epsa", "ebar", "grad"):
@@ -103,7 +106,36 @@ def test_the_local_engine_freezes_the_heap_for_its_ticks_only():
 
     from conftest import smoke
 
+    b = build(smoke(epochs=1, batch=1, pes=2))
     seen = []
-    run_local(build(smoke(epochs=1, batch=1, pes=2)), progress=lambda n: seen.append(gc.get_freeze_count()))
+    run_local(b, progress=lambda n: seen.append(gc.get_freeze_count()))
     assert seen and min(seen) > 0
     assert gc.get_freeze_count() == 0
+    gc.freeze()  # the caller's own freeze stays the caller's
+    try:
+        held = gc.get_freeze_count()
+        run_local(b)
+        assert gc.get_freeze_count() == held
+    finally:
+        gc.unfreeze()
+
+
+def test_kernels_compile_without_a_cache_where_none_can_be_written(monkeypatch):
+    """A read-only install and home: numba cannot cache (it raises as the kernel is compiled); the kernels
+    then compile in each process instead of failing every engine."""
+    import numba
+
+    from s2emu.cores import kernels
+
+    njit = numba.njit
+
+    def no_cache(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function '_synaptic_sum': no locator available for file")
+        return njit(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", no_cache)
+    fn = kernels._compiled.__wrapped__(kernels._synaptic_sum)
+    out = np.zeros((1, 2), np.float32)
+    assert fn(out, np.ones((1, 3), np.float32), np.ones((3, 2), np.float32)) == 3
+    assert out.tolist() == [[3.0, 3.0]]
