@@ -113,16 +113,20 @@ def synaptic_sum(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
     return int(_compiled(_synaptic_sum)(out, x, rows))
 
 
+@functools.cache
+def _trace_constants(c) -> tuple:
+    """The float32 constants of the numpy formula, rounded as it rounded them: alpha, 1 - alpha, (1 - rho)
+    (1 - alpha), rho, 1 - rho, beta, kappa (c: NeuronConstants, frozen, so found once per population)."""
+    return (np.float32(c.alpha), np.float32(1 - c.alpha), np.float32((1 - c.rho) * (1 - c.alpha)),
+            np.float32(c.rho), np.float32(1 - c.rho), np.float32(c.beta), np.float32(c.kappa))
+
+
 def eprop_traces(S, q: int, x: np.ndarray, psi: np.ndarray) -> None:
     """One tick of projection q's e-prop traces on S's state (a NeuronPE or a group of them): epsv, epsa, e
     (never stored), ebar, and the ebar sum in the gradient slot unless S learns online."""
-    c = S.c
     epsv, epsa, ebar = S.epsv[q], S.epsa[q], S.ebar[q]
     summed = not S.online
     _float32(epsv, ebar, x, psi)
-    _compiled(_eprop_traces)(
-        epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar, S.grad[q] if summed else ebar, x, psi,
-        S.per_synapse, c.adaptive, summed,
-        # the float32 constants the numpy formula uses, rounded as it rounds them
-        np.float32(c.alpha), np.float32(1 - c.alpha), np.float32((1 - c.rho) * (1 - c.alpha)),
-        np.float32(c.rho), np.float32(1 - c.rho), np.float32(c.beta), np.float32(c.kappa))
+    _compiled(_eprop_traces)(  # arrays a branch never touches are passed as ebar
+        epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,
+        S.grad[q] if summed else ebar, x, psi, S.per_synapse, S.c.adaptive, summed, *_trace_constants(S.c))

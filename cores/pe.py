@@ -681,11 +681,10 @@ class ReadoutPE(ProcessingElement):
 
 def make_pe(config: dict, backing=None) -> ProcessingElement:
     """backing: where a neuron PE's arrays live (cores/group.py); other PEs keep their own."""
-    if config["role"] != "layered":  # every other PE runs the kernels: load (or compile) them now, not in a tick
-        warm_kernels()
     if config["role"] == "layered":
         from .mlp import LayeredPE
         return LayeredPE(config)
+    warm_kernels()  # every other PE runs the kernels: load (or compile) them now, not in a tick
     if config["role"].startswith("bptt"):
         from .bptt_pe import bptt_pe
         return bptt_pe(config)
