@@ -8,7 +8,7 @@ A router orders what it delivers by source endpoint, as one chip's router does, 
 packets in the same order, hence the same results, however many chips it spans.
 
 The local engine steps a Mesh; the ray engine runs one router actor per chip and does the same rounds over
-channels between them (engines/ray_engine.py).
+channels between them (engines/ray_engine/router_actor.py, links.py).
 """
 
 from __future__ import annotations

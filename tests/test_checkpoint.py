@@ -219,7 +219,7 @@ def test_an_address_with_no_cluster_fails_fast(address):
 def test_a_hung_process_is_a_fault_not_a_wait(tmp_path, ray_local, monkeypatch):
     """SIGSTOP freezes a PE without closing anything: only the bound on each wait can notice. The run restarts
     from its checkpoint and finishes with the same digest."""
-    from s2emu.engines import ray_engine
+    from s2emu.engines.ray_engine import run as ray_engine  # the driver, whose STALL_TIMEOUT bounds each wait
 
     monkeypatch.setattr(ray_engine, "STALL_TIMEOUT", 5.0)
     r = CASES["smoke"]()

@@ -438,7 +438,7 @@ def linked_routers(width, height):
     to), as the ray engine's routers are joined: {chip: {link: its end}}."""
     from multiprocessing.connection import Client, Listener
 
-    from s2emu.engines.ray_engine import link_buffers
+    from s2emu.engines.ray_engine.links import link_buffers
 
     g = make_machine(chips=width * height, width=width).geometry
     ends = {c: {} for c in range(g.chips)}
@@ -461,7 +461,7 @@ def test_routers_exchange_messages_larger_than_the_sockets_buffers_without_deadl
     each other around the mesh's triangles.)"""
     import threading
 
-    from s2emu.engines.ray_engine import DIRECT_BYTES, LinkExchange
+    from s2emu.engines.ray_engine.links import DIRECT_BYTES, LinkExchange
 
     ends, hops = linked_routers(3, 3), 4
     got, exchanges = {}, {c: LinkExchange(links) for c, links in ends.items()}
@@ -499,7 +499,7 @@ def test_routers_exchange_messages_larger_than_the_sockets_buffers_without_deadl
 def test_a_router_blocked_sending_to_a_silent_neighbour_closes_promptly():
     """A neighbour that never reads: the sender blocks on a full socket; close() shuts the channel down, the
     send fails inside the sender thread, and the thread ends."""
-    from s2emu.engines.ray_engine import LinkExchange
+    from s2emu.engines.ray_engine.links import LinkExchange
 
     ends = linked_routers(2, 1)
     ex = LinkExchange(ends[0])

@@ -36,12 +36,13 @@ def test_a_process_without_the_token_cannot_join_a_local_run(ray_local, tmp_path
 
 @pytest.mark.ray
 def test_the_router_channels_listen_on_loopback(ray_local):
-    from s2emu.engines.ray_engine import _actor_classes, _channel_host
+    from s2emu.engines.ray_engine.cluster import channel_host
+    from s2emu.engines.ray_engine.run import actor_classes
     from s2emu.router.router import Router
     from s2emu.router.table import MulticastTable
 
-    _, RouterActor = _actor_classes()
+    _, RouterActor = actor_classes()
     router = RouterActor.remote(Router(MulticastTable([], capacity=4), 1), [None], ["nobody"])
-    (host, port), authkey = ray_local.get(router.open_channels.remote(_channel_host()))
+    (host, port), authkey = ray_local.get(router.open_channels.remote(channel_host()))
     assert host == "127.0.0.1" and len(authkey) == 32
     ray_local.kill(router)

@@ -1,0 +1,147 @@
+"""Where the emulation runs: a private local Ray or an existing cluster, and the chips' placement on nodes."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from s2emu.errors import S2EmuError
+
+from .waits import START_TIMEOUT, get_all
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Attach to `address`, or start a small private local Ray. True if this call started it.
+
+    Security of a private local Ray: Ray turns a loopback node address into the machine's reachable one and
+    its servers listen on every interface, so the guard is Ray's token authentication, on by default for a
+    new local Ray (RAY_AUTH_MODE=token; the token is ~/.ray/auth_token, generated if missing, made readable
+    by this user only here): a process without the token cannot join or call into the emulation. The emulation's own channels listen
+    on 127.0.0.1 with a random authkey per run (RouterActor.open_channels). docs/cluster.md: clusters."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    if address:
+        _check_reachable(address)
+        # Ray retries a GCS that does not answer for ~20 s (one try per second); a few tries are enough to
+        # tell a cluster from something else listening on that port
+        from ray._private import ray_constants
+        retries = getattr(ray_constants, "NUM_REDIS_GET_RETRIES", None)
+        if retries is not None:
+            ray_constants.NUM_REDIS_GET_RETRIES = min(retries, JOIN_RETRIES)
+        try:
+            ray.init(address=address, **kw)
+        except ConnectionError as e:
+            raise S2EmuError(f"cannot join the Ray cluster at {address}: {e}") from None
+        finally:
+            if retries is not None:
+                ray_constants.NUM_REDIS_GET_RETRIES = retries
+    else:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2, _node_ip_address="127.0.0.1",
+                 object_store_memory=200 * 1024 * 1024, **kw)
+        _private_token()
+    return True
+
+
+def _private_token() -> None:
+    """Ray writes its token file readable by everyone on the machine; only its owner should read it."""
+    from pathlib import Path
+
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        if token.is_file() and token.stat().st_mode & 0o077:
+            token.chmod(0o600)
+    except OSError:
+        pass
+
+
+REACH_TIMEOUT = 4.0  # seconds to reach a cluster's address before giving up (Ray itself would retry for minutes)
+JOIN_RETRIES = 4  # tries (about a second each) for Ray to reach the cluster's GCS behind that address
+
+
+def _check_reachable(address: str) -> None:
+    """A clear error at once when --address names no running cluster, where ray.init would retry for minutes."""
+    import socket
+
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS", "")
+        if not target:
+            try:
+                target = open("/tmp/ray/ray_current_cluster").read().strip()
+            except OSError:
+                target = ""
+        if not target:
+            raise S2EmuError("--address auto: no Ray cluster is running on this machine (start one with "
+                             "`ray start --head`, or drop --address to run on a private local Ray)")
+    hostport = target.removeprefix("ray://").rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise S2EmuError(f"--address {address}: expected HOST:PORT (the head node's GCS address), or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT).close()
+    except OSError as e:
+        raise S2EmuError(f"no Ray cluster at {target}: {e.strerror or e} (start one with `ray start --head`, "
+                         f"or drop --address to run on a private local Ray)") from None
+
+
+def channel_host() -> str | None:
+    """Where the router's channels listen: loopback when the whole cluster is this machine, else (None) its
+    node's address."""
+    return "127.0.0.1" if _cluster_is_this_machine() else None
+
+
+def _cluster_is_this_machine() -> bool:
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    return all(n["NodeID"] == me for n in ray.nodes() if n.get("Alive"))
+
+
+PLACEMENT_CPU = 0.001  # what a chip's bundle reserves: a token (the actors take no CPU), for Ray to place it
+
+
+class Placement:
+    """A placement group with one bundle per chip in use, spread over the cluster's nodes: every actor of a
+    chip (its PEs, its router, the host on chip 0) goes into that chip's bundle, hence onto one node, and only
+    the links between chips may cross between nodes."""
+
+    def __init__(self, chips: list[int]):
+        from ray.util.placement_group import placement_group
+
+        self.bundle = {c: i for i, c in enumerate(chips)}
+        self.group = placement_group([{"CPU": PLACEMENT_CPU}] * len(chips), strategy="SPREAD")
+
+    def wait(self) -> list[str]:
+        """Block until the group is placed; the node id of every chip's bundle, in chip order."""
+        from ray.util.placement_group import placement_group_table
+
+        get_all([self.group.ready()], START_TIMEOUT, "placing the chips on the cluster's nodes")
+        nodes = placement_group_table(self.group)["bundles_to_node_id"]
+        return [nodes[i] for i in self.bundle.values()]
+
+    def on(self, chip: int) -> dict:
+        """Actor options that put an actor on `chip`'s node."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(self.group, self.bundle[chip])}
+
+    def remove(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        remove_placement_group(self.group)
+
+
+
+def process_groups(build, per_process: int) -> list[list[int]]:
+    """PEs in processes of `per_process`: consecutive PEs of one chip (a chip's processes stay on its node)."""
+    groups, chip_of = [], build.mapping.endpoint_chips
+    for c in build.pe_configs:
+        p = c["pe_id"]
+        if groups and len(groups[-1]) < per_process and chip_of[groups[-1][-1]] == chip_of[p]:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
