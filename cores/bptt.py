@@ -1,8 +1,8 @@
 """Backpropagation through time for a stack of spiking layers, full or truncated, end to end or in local blocks
 (SCIENCE.md seed C), written by hand in numpy, with every array a PE keeps allocated in its SRAM ledger.
 
-The forward dynamics are the PE's (cores/pe.py), per layer l and step t, with inputs x (the layer below's spikes
-at t, or the input frame; the layer's own spikes at t-1 when it is recurrent):
+The forward dynamics are the neuron PE's (cores/eprop_pe.py), per layer l and step t, with inputs x (the layer
+below's spikes at t, or the input frame; the layer's own spikes at t-1 when it is recurrent):
 
     a_t = rho a_{t-1} + (1 - rho) z_{t-1}          (ALIF only; A_t = v_th + beta a_t, else A_t = v_th)
     v_t = alpha v_{t-1} + (1 - alpha) I_t - z_{t-1} A_t,   I_t = sum_q W_q^T x_q(t)

@@ -396,6 +396,3 @@ class BpttReadoutPE(_SplitBase):
     def weights(self) -> dict[str, np.ndarray]:
         return {self.config["readout_projection"]: self.ro.R[-1]}
 
-
-def bptt_pe(config: dict) -> ProcessingElement:
-    return {"bptt": BpttPE, "bptt_slice": BpttSlicePE, "bptt_readout": BpttReadoutPE}[config["role"]](config)

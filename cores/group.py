@@ -5,7 +5,7 @@ A group is a population's neuron PEs of one shape (same slice size, projections,
 streams and schedule). Each keeps all that makes it a PE: its ledger, counters, key map, packets in and out,
 recordings and checkpoint state. Only its arrays live elsewhere: side by side with the other members' along
 the neuron axis (the last) of arrays the group shares, given out by its ledger's backing; PE p's are columns
-[p n, (p + 1) n). So the group is one wide PE, and neuron_tick (cores/pe.py), the very code a PE runs alone,
+[p n, (p + 1) n). So the group is one wide PE, and neuron_tick (cores/eprop_pe.py), the very code a PE runs alone,
 advances all of its members in one set of numpy calls: every operation is elementwise but the synaptic sum,
 whose order (ascending source) does not depend on the split, so each PE's bits are what it computes alone
 (tests/test_group.py compares states, counters and packets).
@@ -26,7 +26,9 @@ import numpy as np
 
 from s2emu.errors import PacketError
 
-from .pe import NeuronPE, apply_update, find_each_once, fold_learning_signal, make_pe, neuron_tick
+from .eprop_pe import NeuronPE, apply_update, fold_learning_signal, neuron_tick
+from .pe import find_each_once
+from .roles import make_pe
 
 
 class StackedStore:
@@ -123,7 +125,7 @@ class NeuronGroup:
         self.v, self.a, self.z, self.I = (whole(a) for a in (m0.v, m0.a, m0.z, m0.I))
         self.c, self.lc, self.projections = m0.c, m0.lc, m0.projections
         self.per_synapse, self.online, self.B = m0.per_synapse, m0.online, m0.B
-        # what apply_update (cores/pe.py) reads: the optimizer over the group's moments, every member's
+        # what apply_update (cores/eprop_pe.py) reads: the optimizer over the group's moments, every member's
         # self-synapses; and what each member's own Adam steps would have counted
         self.adam = [a.on(whole(a.m), whole(a.v)) for a in m0.adam]
         self.diagonal = (np.concatenate([m.diagonal[0] for m in members]), np.arange(self.P * self.n))

@@ -12,7 +12,7 @@ from s2emu.host.host import make_host
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import decode, encode
 
-from . import LiveStatus, RawRun
+from .contract import LiveStatus, RawRun
 
 
 def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=None, group=True) -> RawRun:

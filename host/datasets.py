@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from s2emu.errors import RecipeError
-from s2emu.recipe import REQUIRED, _in_range, _non_negative, _one_of, _positive, check_table
+from s2emu.arrays import ArrayData, data_from_file
+from s2emu.errors import RecipeError, S2EmuError
+from s2emu.schema import REQUIRED, _in_range, _non_negative, _one_of, _positive, check_table
 
 from .features import FeatureSpec
 from .speech_commands import COMMANDS, class_names, load_features
@@ -99,7 +100,17 @@ MNIST_SCHEMA = {
     "encoding": (str, "analog", _one_of("analog", "events")),
 }
 
-SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA, "mnist": MNIST_SCHEMA}
+ARRAYS_SCHEMA = {  # samples given as arrays (s2emu/arrays.py): the Python API's inputs, or a .npz file
+    "kind": (str, "arrays", None),
+    "path": (str, "", None),  # .npz with x_train, y_train, x_test, y_test; relative to the recipe's folder
+    "arrays": (object, None, lambda v: None if isinstance(v, ArrayData) else "is set by the Python API only"),
+    "classes": (list, [], lambda v: None if all(isinstance(c, str) for c in v) and len(set(v)) == len(v)
+                else "must be a list of distinct class names"),  # [] = class0, class1 ... (the readout's size)
+    "encoding": (str, "analog", _one_of("analog", "spikes")),
+}
+
+SCHEMAS = {"patterns": PATTERNS_SCHEMA, "speech_commands": SPEECH_COMMANDS_SCHEMA, "mnist": MNIST_SCHEMA,
+           "arrays": ARRAYS_SCHEMA}
 
 
 def feature_spec(d: dict) -> FeatureSpec:
@@ -114,7 +125,36 @@ def _shape(d: dict) -> tuple[int, int, int]:
         return len(d["words"]) + 2, spec.channels, spec.frames
     if d["kind"] == "mnist":
         return (10, 2 * 28, 28) if d["encoding"] == "events" else (10, 28 * 28, 1)
+    if d["kind"] == "arrays":
+        return len(d["classes"]), d["arrays"].channels, d["arrays"].steps
     return d["classes"], d["channels"], d["steps"]
+
+
+# Bounds on what a recipe may ask the host to hold, so an absurd [data] table is refused by name instead of
+# numpy asking for terabytes (the bundled recipes need a few MB). Patterns: all generated inputs, float32.
+MAX_PATTERN_BYTES = 4 << 30
+MAX_CLIP_FRAMES = 100_000  # frames (ticks) of one clip's features, as patterns' data.steps
+MAX_FRAMING = 1 << 25  # frames x n_fft of one clip: 256 MiB of float64 framed audio
+
+
+def _check_sizes(d: dict) -> None:
+    if d["kind"] == "patterns":
+        n = d["classes"] * (d["train_per_class"] + d["test_per_class"])
+        need = n * d["steps"] * d["channels"] * 4
+        if need > MAX_PATTERN_BYTES:
+            raise RecipeError(f"'data.train_per_class', 'data.test_per_class', 'data.steps': {d['classes']} classes x "
+                              f"({d['train_per_class']:,} + {d['test_per_class']:,}) samples x {d['steps']:,} steps x "
+                              f"{d['channels']:,} channels of float32 inputs is {need / 2**30:,.1f} GiB, more than "
+                              f"the {MAX_PATTERN_BYTES >> 30} GiB allowed")
+    if d["kind"] == "speech_commands":
+        frames = 1 + d["sample_rate"] // d["hop"]
+        if frames > MAX_CLIP_FRAMES:
+            raise RecipeError(f"'data.hop' ({d['hop']}) cuts a clip of {d['sample_rate']:,} samples into "
+                              f"{frames:,} frames (ticks per sample), more than the {MAX_CLIP_FRAMES:,} allowed")
+        if frames * d["n_fft"] > MAX_FRAMING:
+            raise RecipeError(f"'data.n_fft' ({d['n_fft']:,}) x {frames:,} frames per clip (data.sample_rate / "
+                              f"data.hop) is {frames * d['n_fft']:,} samples to transform per clip, more than "
+                              f"the {MAX_FRAMING:,} allowed")
 
 
 def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
@@ -132,9 +172,12 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
                               f"got {d['fmin']}, {d['fmax']}")
         if d["hop"] > d["n_fft"]:
             raise RecipeError(f"'data.hop' ({d['hop']}) must not exceed 'data.n_fft' ({d['n_fft']})")
+    _check_sizes(d)
     if kind in ("speech_commands", "mnist") and d["path"] and base_dir is not None \
             and not Path(d["path"]).is_absolute():
         d["path"] = str(Path(base_dir) / d["path"])
+    if kind == "arrays":
+        _check_arrays(d, network, base_dir)
     classes, channels, _ = _shape(d)
     what = {"speech_commands": "2 + len(data.words)", "mnist": "the 10 digits of data kind 'mnist'"}.get(
         kind, "data.classes")
@@ -153,7 +196,45 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
     return d
 
 
+def _check_arrays(d: dict, network, base_dir) -> None:
+    """Data kind "arrays": read the file (kept in d["arrays"]), name the classes, check the labels."""
+    if d["arrays"] is None:
+        if not d["path"]:
+            raise RecipeError("'data.path' must name a .npz file of arrays (x_train, y_train, x_test, y_test)")
+        d["arrays"] = data_from_file(d["path"], base_dir)
+    elif d["path"]:
+        raise RecipeError("'data': give the arrays or a path to them, not both")
+    if d["path"] and base_dir is not None and not Path(d["path"]).is_absolute():
+        d["path"] = str(Path(base_dir) / d["path"])
+    d["classes"] = d["classes"] or [f"class{k}" for k in range(network.readout.size)]
+    a = d["arrays"]
+    for split in ("y_train", "y_test"):
+        y = getattr(a, split)
+        if len(y) and y.max() >= len(d["classes"]):
+            raise RecipeError(f"'data': {split} has label {int(y.max())}, but there are {len(d['classes'])} "
+                              f"classes")
+
+
+def _arrays_dataset(d: dict) -> Dataset:
+    """The samples of data kind "arrays"; a path other than the one they were read from (--data) is read anew."""
+    a = d["arrays"]
+    if a is None or (d["path"] and d["path"] != a.file):
+        a = data_from_file(d["path"], None)
+    return Dataset(a.x_train, a.y_train, a.x_test, a.y_test, tuple(d["classes"]))
+
+
 def make_patterns(d: dict, seed: int) -> Dataset:
+    try:
+        return _make_patterns(d, seed)
+    except MemoryError:  # within the recipe's bounds, yet more than this machine has free
+        n = d["classes"] * (d["train_per_class"] + d["test_per_class"])
+        raise S2EmuError(f"not enough memory to generate the patterns data set: {n:,} samples "
+                         f"(data.classes x (data.train_per_class + data.test_per_class)) of {d['steps']:,} steps "
+                         f"x {d['channels']:,} channels, {n * d['steps'] * d['channels'] * 4 / 2**30:,.1f} GiB"
+                         ) from None
+
+
+def _make_patterns(d: dict, seed: int) -> Dataset:
     rng = np.random.default_rng([d["seed"] if d["seed"] is not None else seed, 0x5A11])
     C, T, K = d["channels"], d["steps"], d["classes"]
     width = max(1, int(round(d["active_fraction"] * T)))
@@ -231,6 +312,8 @@ def row_scan_events(images: np.ndarray) -> np.ndarray:
 def placeholder_dataset(d: dict) -> Dataset:
     """One all-zero sample per split, of the data's shape: what mapping and memory planning need, without
     reading or generating the data."""
+    if d["kind"] == "arrays":
+        return _arrays_dataset(d)
     classes, channels, steps = _shape(d)
     x, y = np.zeros((1, steps, channels), np.float32), np.zeros(1, np.int64)
     names = (class_names(tuple(d["words"])) if d["kind"] == "speech_commands" else
@@ -244,4 +327,6 @@ def load_dataset(d: dict, seed: int, *, need_train: bool = True) -> Dataset:
         return load_speech_commands(d, seed, need_train=need_train)
     if d["kind"] == "mnist":
         return load_mnist_dataset(d, seed)
+    if d["kind"] == "arrays":
+        return _arrays_dataset(d)
     return make_patterns(d, seed)

@@ -23,8 +23,8 @@ import numpy as np
 from s2emu.errors import S2EmuError
 
 from .audio import fit_length, read_wav
+from .base import TEST, TRAIN, Host, Plan
 from .features import ClipFeaturizer, FeatureSpec
-from .host import TEST, TRAIN, Host, Plan
 from .metrics import accuracy, balanced_accuracy, confusion
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from .cores.neurons import NeuronConstants
 from .cores.mlp import KIND_ACTS, KIND_CHAIN, KIND_COUNTS, layered_depth
 from .cores.bptt_pe import KIND_CHAIN_DONE, KIND_CHAIN_PART, KIND_ERRORS, KIND_SPIKES, bptt_schedule
-from .cores.pe import KIND_ERROR, KIND_SYNAPSE, make_pe
+from .cores.pe import KIND_ERROR, KIND_SYNAPSE
+from .cores.roles import make_pe
+from .host.base import Plan, make_plan
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
-from .host.host import Plan, make_plan
 from .network import initial_weights, random_feedback
 from .errors import RecipeError
 from .recipe import Recipe
@@ -157,11 +158,14 @@ def _layered_config(recipe: Recipe, mapping: Mapping, v, B: int, clock: dict, we
     net = recipe.network
     n_pes = mapping.n_pes
     layers = []
+    # a model's weights, else the projections given explicit ones; the others draw their own (cores/mlp.py)
+    given = weights if weights is not None else {pr.name: pr.weights.array for pr in net.projections
+                                                 if pr.weights is not None}
     for pr, (name, lo, hi) in zip(net.projections, v.layers):
         layers.append({"name": pr.name, "pre": pr.pre, "post": pr.post, "n_pre": net[pr.pre].size,
                        "n_post": net[pr.post].size, "lo": lo, "hi": hi, "connectivity": pr.connectivity,
                        "init_scale": pr.init_scale,
-                       "weights": None if weights is None else np.ascontiguousarray(weights[pr.name][:, lo:hi])})
+                       "weights": np.ascontiguousarray(given[pr.name][:, lo:hi]) if pr.name in given else None})
     km = _KeyMap()
     km.add(_global_keys(mapping, net.input.name, "values"), KIND_ACTS, 0)
     keys = {"values": mapping.keys.keys(partition_name(net.readout.name, "values"), v.pe)}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cores.neurons import NeuronConstants, surrogate
-from .host.host import TEST, TRAIN
+from .host.base import TEST, TRAIN
 from .network import initial_weights, random_feedback
 
 

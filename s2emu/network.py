@@ -86,6 +86,7 @@ class Projection:
     init_scale: float = 1.0
     connectivity: float = 1.0  # fraction of the n_pre x n_post connections kept active (DEEP R's K / size)
     delay: int = 1  # ticks from a presynaptic spike (or value) to its postsynaptic effect (cores/timing.py)
+    weights: object = None  # s2emu.arrays.FixedWeights: initial weights given instead of the seeded draw
 
     @property
     def name(self) -> str:
@@ -123,6 +124,7 @@ class Network:
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise RecipeError(f"population name used twice: {', '.join(sorted(dup))}")
+        self._check_fixed_weights(names)
         inputs = [p for p in self.populations if p.model == "input"]
         if self.layered:
             self._check_layered(inputs)
@@ -164,8 +166,25 @@ class Network:
                                   f"(the sample clock times the {'input' if which == 'pre' else 'readout'} by it); "
                                   f"got {', '.join(map(str, sorted(delays)))}")
 
+    def _check_fixed_weights(self, names):
+        """Explicit initial weights fit their projection."""
+        for i, pr in enumerate(self.projections):
+            if pr.weights is None or pr.pre not in names or pr.post not in names:
+                continue  # unknown ends are refused below, with the rest of the topology
+            want = (self[pr.pre].size, self[pr.post].size)
+            if pr.weights.shape != want:
+                raise RecipeError(f"'projections[{i}].weights' of {pr.name} has shape {pr.weights.shape}, the "
+                                  f"populations need {want} ([n_pre, n_post])")
+
     def check_eprop(self):
-        """e-prop's learning signal comes from the readout: every spiking population must project to it."""
+        """e-prop's learning signal comes from the readout: every spiking population must project to it. Its
+        recurrent projections have no self-connections (their traces are held at 0; the seeded draw zeroes
+        them, and explicit weights must too)."""
+        for i, pr in enumerate(self.projections):
+            if pr.pre == pr.post and pr.weights is not None and np.diagonal(pr.weights.array).any():
+                j = int(np.flatnonzero(np.diagonal(pr.weights.array))[0])
+                raise RecipeError(f"'projections[{i}].weights' of {pr.name}: neuron {j} connects to itself; "
+                                  f"e-prop's recurrent projections have no self-connections (diagonal 0)")
         for p in self.populations:
             if p.is_neuron and not any(pr.pre == p.name and self[pr.post].model == "readout"
                                        for pr in self.projections):
@@ -273,10 +292,14 @@ def _rng(seed: int, what: str) -> np.random.Generator:
 def initial_weights(network: Network, seed: int) -> dict[str, np.ndarray]:
     """Global float32 weight matrices [n_pre, n_post] (row = presynaptic source, as synapse rows on the chip).
 
-    N(0, init_scale^2 / n_pre); recurrent self-connections (i == j) are zero and stay zero.
+    N(0, init_scale^2 / n_pre); recurrent self-connections (i == j) are zero and stay zero. A projection with
+    explicit weights (Projection.weights) starts from those instead.
     """
     weights = {}
     for pr in network.projections:
+        if pr.weights is not None:
+            weights[pr.name] = pr.weights.array.copy()
+            continue
         n_pre, n_post = network[pr.pre].size, network[pr.post].size
         w = _rng(seed, pr.name).standard_normal((n_pre, n_post)) * (pr.init_scale / math.sqrt(n_pre))
         if pr.pre == pr.post:

@@ -7,41 +7,18 @@ Every key is known, typed and range-checked; a mistake gets one error line namin
 
 from __future__ import annotations
 
-import difflib
-import math
 import tomllib
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .arrays import FixedWeights, weights_from_file
 from .errors import RecipeError
+from .host.datasets import check_data_table  # data kinds own their schemas
 from .machine import Machine, make_machine
 from .network import MAX_DELAY, NEURON_PARAMS, LearningSpec, Network, Population, Projection
-
-# A schema leaf is (type, default, check); check(value) -> error text or None. default REQUIRED means must be given.
-REQUIRED = object()
-
-
-def _positive(v):
-    return None if v > 0 else "must be > 0"
-
-
-def _non_negative(v):
-    return None if v >= 0 else "must be >= 0"
-
-
-def _one_of(*choices):
-    def check(v):
-        return None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
-    return check
-
-
-def _in_range(lo, hi):
-    def check(v):
-        return None if lo <= v <= hi else f"must be in [{lo}, {hi}]"
-    return check
-
+from .schema import REQUIRED, _in_range, _non_negative, _one_of, _positive, check_table
 
 MACHINE_SCHEMA = {
     "preset": (str, "spinnaker2", None),
@@ -78,6 +55,8 @@ PROJECTION_SCHEMA = {
     "init_scale": (float, 1.0, _non_negative),
     "connectivity": (float, 1.0, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     "delay": (int, 1, _in_range(1, MAX_DELAY)),  # ticks (cores/timing.py)
+    # explicit initial weights: a .npz with W/<pre>-><post> (s2emu/arrays.py), or the Python API's FixedWeights
+    "weights": (object, None, lambda v: None if isinstance(v, (str, FixedWeights)) else 'must be a ".npz" path'),
 }
 
 LEARNING_SCHEMA = {
@@ -125,57 +104,6 @@ TOP_SCHEMA = {
 }
 
 
-def _type_name(t) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-            list: "a list", dict: "a table"}[t]
-
-
-def _check_leaf(value, typ, path):
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
-    if typ is float and ok and not math.isfinite(value):
-        raise RecipeError(f"'{path}' must be a finite number, got {value}")
-    if not ok:
-        raise RecipeError(f"'{path}' must be {_type_name(typ)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def check_table(doc: Any, schema: dict, path: str) -> dict:
-    """Validate one TOML table against a schema; returns it with defaults filled in."""
-    where = path or "recipe"
-    if not isinstance(doc, dict):
-        raise RecipeError(f"'{where}' must be a table, got {type(doc).__name__}")
-    for key in doc:
-        if key not in schema:
-            hint = difflib.get_close_matches(key, list(schema), n=1)
-            did = f" (did you mean '{hint[0]}'?)" if hint else f"; known keys: {', '.join(schema)}"
-            raise RecipeError(f"unknown key '{path + '.' if path else ''}{key}'{did}")
-    out = {}
-    for key, spec in schema.items():
-        kpath = f"{path}.{key}" if path else key
-        if isinstance(spec, dict):
-            out[key] = check_table(doc.get(key, {}), spec, kpath)
-        elif isinstance(spec, list):
-            items = doc.get(key, [])
-            if not isinstance(items, list):
-                raise RecipeError(f"'{kpath}' must be an array of tables ([[{kpath}]])")
-            out[key] = [check_table(item, spec[0], f"{kpath}[{i}]") for i, item in enumerate(items)]
-        elif spec is None:
-            out[key] = doc.get(key)
-        else:
-            typ, default, check = spec
-            if key not in doc:
-                if default is REQUIRED:
-                    raise RecipeError(f"missing required key '{kpath}'")
-                out[key] = default
-                continue
-            value = _check_leaf(doc[key], typ, kpath)
-            problem = check(value) if check else None
-            if problem:
-                raise RecipeError(f"'{kpath}' {problem}, got {value!r}")
-            out[key] = value
-    return out
 
 
 @dataclass(frozen=True)
@@ -293,8 +221,6 @@ def check_blocks(network: Network, blocks) -> None:
 
 
 def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> Recipe:
-    from .host.datasets import check_data_table  # data kinds own their schemas
-
     d = check_table(doc, TOP_SCHEMA, "")
     m = {k: v for k, v in d["machine"].items() if v is not None and k != "preset"}
     from .errors import MachineError
@@ -314,7 +240,10 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
             raise RecipeError(f"'populations[{i}].encoding' applies to the input population only")
         pops.append(Population(p["name"], p["model"], p["size"], params, p["max_atoms_per_core"],
                                p["encoding"] or "analog"))
-    projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"], p["delay"]) for p in d["projections"]]
+    projs = [Projection(p["pre"], p["post"], p["init_scale"], p["connectivity"], p["delay"],
+                        weights_from_file(p["weights"], f"{p['pre']}->{p['post']}", base_dir,
+                                          f"'projections[{i}].weights'") if isinstance(p["weights"], str)
+                        else p["weights"]) for i, p in enumerate(d["projections"])]
     network = Network(tuple(pops), tuple(projs))  # validates names and shapes
     learning = LearningSpec(**{k: (tuple(tuple(b) for b in v) if k == "blocks" else v)
                                for k, v in d["learning"].items()})
@@ -339,6 +268,10 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
             if not isinstance(name, str) or name not in network.names:
                 raise RecipeError(f"'record.{kind}' names unknown population {name!r}"
                                   f" (populations: {', '.join(network.names)})")
+            # only the e-prop neuron PEs keep recordings (cores/pe.py); elsewhere the run would find none
+            if not network[name].is_neuron or learning.rule == "bptt":
+                raise RecipeError(f"'record.{kind}': population {name!r} records nothing: only lif and alif "
+                                  f"populations outside a BPTT stack record spikes and voltages")
     return Recipe(
         name=d["name"], description=d["description"], seed=d["seed"], machine=machine, network=network,
         learning=learning, schedule=Schedule(**d["schedule"]), data=data,

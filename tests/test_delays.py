@@ -9,7 +9,7 @@ import pytest
 
 from s2emu.build import build
 from s2emu.engines import run_engine
-from s2emu.cores.pe import make_pe
+from s2emu.cores.roles import make_pe
 from s2emu.errors import PacketError, RecipeError
 from s2emu.recipe import parse_recipe
 from s2emu.router.packets import PacketBatch

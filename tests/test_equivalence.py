@@ -119,7 +119,8 @@ def test_fast_inbound_decode_equals_the_key_order_path(streams):
     """A PE's one-scatter decode (cores/pe.py _scatter) gives exactly what the careful path in key order
     gives, for keys in any order, spikes and payloads mixed, learning signals, and repeated keys (which the
     fast path hands to the careful one, where their values add up in key order)."""
-    from s2emu.cores.pe import KIND_ERROR, make_pe
+    from s2emu.cores.pe import KIND_ERROR
+    from s2emu.cores.roles import make_pe
     from s2emu.router.packets import PacketBatch
 
     b = build(with_learning(smoke(epochs=1, batch=streams), signal="online"), streams=streams)

@@ -63,7 +63,7 @@ def test_a_sample_start_with_every_members_learning_signal_steps_as_the_group(mo
     """Tick 0 of a sample brings each member its end-of-sample learning signal, and the weights change: one
     Adam step over the group's arrays, not a step of each PE alone (the same bits: the variants above)."""
     from s2emu.cores.group import NeuronGroup
-    from s2emu.cores.pe import NeuronPE
+    from s2emu.cores.eprop_pe import NeuronPE
 
     b = build(_kws_small())
     alone, updates = [], []

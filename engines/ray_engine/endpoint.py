@@ -10,7 +10,8 @@ import ray
 
 from s2emu.checkpoint import pack, unpack
 from s2emu.cores.group import make_pes, step_plan
-from s2emu.host.host import Host, make_host
+from s2emu.host.base import Host
+from s2emu.host.host import make_host
 from s2emu.router.packets import decode, encode
 
 from .protocol import OK, SNAPSHOT, STOP, TICK_FORMAT, TICK_SIZE, WINDOW, WINDOW_FORMAT, WINDOW_SIZE, \

@@ -8,7 +8,7 @@ from collections import deque
 from s2emu.checkpoint import in_flight, read_checkpoint
 from s2emu.errors import ActorDiedError, S2EmuError
 
-from .. import TRANSPORTS, LiveStatus, RawRun
+from ..contract import TRANSPORTS, LiveStatus, RawRun
 from .cluster import Placement, channel_host, process_groups, start_ray
 from .waits import START_TIMEOUT, discard, get_all, unwrap, wait_for, wait_for_each
 
