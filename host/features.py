@@ -147,10 +147,13 @@ def clip_features(samples, spec: FeatureSpec = FeatureSpec(), *, name: str = "au
 
 def batch_features(clips: np.ndarray, spec: FeatureSpec = FeatureSpec(), *, chunk: int = 256,
                    advance=None) -> np.ndarray:
-    """[N, clip_samples] float32 -> [N, frames, channels], in chunks to bound memory; advance(clips) after
-    each chunk, if given."""
+    """[N, clip_samples] float32 -> [N, frames, channels], in chunks to bound memory (at most `chunk` clips,
+    fewer where a clip's frames are many or long); advance(clips) after each chunk, if given."""
     if clips.ndim != 2 or clips.shape[1] != spec.clip_samples:
         raise AudioError(f"expected clips of shape [N, {spec.clip_samples}], got {clips.shape}")
+    # framing holds ~4 float64 copies of frames x n_fft per clip (frames, windowed, spectrum, power): keep a
+    # chunk near 1 GiB, so a small hop or a long n_fft does not ask for terabytes (the default: 256 clips)
+    chunk = max(1, min(chunk, (1 << 30) // (4 * 8 * spec.frames * spec.n_fft)))
     mel = _MelPower(spec)
     out = np.empty((len(clips), spec.frames, spec.channels), np.float32)
     for lo in range(0, len(clips), chunk):

@@ -26,7 +26,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -58,9 +60,17 @@ class MnistError(S2EmuError):
 
 # ---------------------------------------------------------------- IDX files
 
+# Far above any IDX data set (MNIST's training images are 47 MB, EMNIST's largest 550 MB): a file, or a gzip
+# stream that expands, past this is refused before it fills the memory.
+MAX_IDX_BYTES = 2 << 30
+
+
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when it is gzip data (by content or by a .gz name)."""
     try:
+        if path.stat().st_size > MAX_IDX_BYTES:
+            raise MnistError(f"{path}: {path.stat().st_size:,} bytes, more than an IDX file of MNIST-like data "
+                             f"may have ({MAX_IDX_BYTES:,})")
         data = path.read_bytes()
     except FileNotFoundError:
         raise MnistError(f"{path}: no such file") from None
@@ -68,9 +78,13 @@ def _read_bytes(path: Path) -> bytes:
         raise MnistError(f"{path}: cannot read ({e.strerror or e})") from None
     if data[:2] == b"\x1f\x8b" or path.suffix == ".gz":
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+                data = z.read(MAX_IDX_BYTES + 1)  # read in steps, so a gzip bomb stops at the limit
         except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a cut stream is EOFError
             raise MnistError(f"{path}: corrupt gzip data ({e})") from None
+        if len(data) > MAX_IDX_BYTES:
+            raise MnistError(f"{path}: expands to more than {MAX_IDX_BYTES:,} bytes, more than an IDX file of "
+                             f"MNIST-like data may have")
     return data
 
 
@@ -189,6 +203,8 @@ def load_bundle(path=BUNDLED, *, flat: bool = False):
         raise MnistError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise MnistError(f"{path}: not a readable .npz bundle ({e})") from None
+    except MemoryError as e:  # an array header that claims a shape of terabytes
+        raise MnistError(f"{path}: not a readable .npz bundle (an array larger than the memory: {e})") from None
     out = []
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -291,15 +307,24 @@ def stratified_split(labels: np.ndarray, n_test: int, *, seed: int = 0) -> tuple
 
 def _save_npz(path: Path, arrays: dict) -> None:
     """np.savez_compressed's format (.npy entries, deflated) with fixed timestamps: same input, same bytes."""
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for key, a in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compresslevel=9)
-    tmp.replace(path)
+    # a temporary file of its own (not a fixed name two runs would write into together), replaced atomically
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:
+        raise MnistError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for key, a in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+                info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+                zf.writestr(info, buf.getvalue(), compresslevel=9)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the bundle is data to share
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def bundle(tarball, out, *, n_test: int = 2000, seed: int = 0, licence_out=None) -> dict:

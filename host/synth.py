@@ -57,11 +57,13 @@ import hashlib
 import io
 import json
 import lzma
+import os
 import shutil
 import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -377,10 +379,11 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
     for v in (*voices_train, *voices_val, *voices_test):
         if ids.setdefault(speaker_id(v), v) != v:
             raise SynthError(f"voice {v!r} is listed in two splits (or its speaker id collides)")
-    for name, val, lo in (("repeats", repeats, 1), ("unknown_per_voice", unknown_per_voice, 0),
-                          ("workers", workers, 1)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo:
-            raise SynthError(f"{name} must be an int >= {lo}, got {val!r}")
+    # upper bounds: a corpus plan is a list of every clip, so 10**11 repeats would fill the memory first
+    for name, val, lo, hi in (("repeats", repeats, 1, 1000), ("unknown_per_voice", unknown_per_voice, 0, 1000),
+                              ("workers", workers, 1, 256)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or not lo <= val <= hi:
+            raise SynthError(f"{name} must be an int in [{lo}, {hi}], got {val!r}")
     if not 0.0 <= noisy_fraction <= 1.0:
         raise SynthError(f"noisy_fraction must be in [0, 1], got {noisy_fraction!r}")
     lo, hi = (float(s) for s in snr_db)
@@ -474,7 +477,22 @@ def pack(corpus_dir, archive, *, preset: int = 9) -> Path:
             else:
                 with path.open("rb") as f:
                     tar.addfile(info, f)
-    archive.write_bytes(lzma.compress(buf.getvalue(), preset=preset))
+    # through a temporary file of its own, replaced atomically: an interrupted pack (or two at once) never
+    # leaves a cut archive under the name a recipe reads (data/kws_synth.tar.xz)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=archive.name + ".", suffix=".tmp")
+    except OSError as e:
+        raise SynthError(f"{archive}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(lzma.compress(buf.getvalue(), preset=preset))
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the archive is data to share
+        os.replace(tmp, archive)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise SynthError(f"{archive}: cannot write ({e.strerror or e})") from None
+        raise
     return archive
 
 

@@ -157,6 +157,9 @@ def test_bad_knobs_and_missing_espeak(tmp_path, monkeypatch):
         synth.synthesize(tmp_path / "x", bits=17, **TINY)
     with pytest.raises(S2EmuError, match="snr_db"):
         synth.synthesize(tmp_path / "x", snr_db=(30, 10), **TINY)
+    for knob, value in (("repeats", 10**11), ("unknown_per_voice", 10**11), ("workers", 10**6)):
+        with pytest.raises(S2EmuError, match=f"{knob} must be an int in"):  # not a plan of 10**14 clips
+            synth.synthesize(tmp_path / "x", **{**TINY, knob: value})
     monkeypatch.setattr(synth.shutil, "which", lambda name: None)
     with pytest.raises(S2EmuError, match="apt-get install espeak-ng"):
         synth.synthesize(tmp_path / "x", **TINY)
