@@ -19,22 +19,27 @@ from rich.table import Table
 
 from . import __version__
 from .engines import ENGINES, TRANSPORTS
-from .errors import S2EmuError
+from .errors import OutputError, S2EmuError
 from .progress import ProgressBar, err_console
 
 out_console = Console()
 
 
-def save_recordings(path: str, arrays: dict) -> None:
+def npz_name(path) -> Path:
+    """Where numpy saves an .npz given `path`: it adds ".npz" to a name without it."""
+    return Path(path if str(path).endswith(".npz") else f"{path}.npz")
+
+
+def save_recordings(path: str, arrays: dict) -> Path:
     """One .npz: W/<pre->post> [n_pre, n_post]; spikes/<pop> rows (tick, stream, neuron);
-    voltage/<pop> [ticks, streams, neurons] with voltage_ticks/<pop>."""
-    import numpy as np
+    voltage/<pop> [ticks, streams, neurons] with voltage_ticks/<pop>. Written atomically; returns its path."""
+    from .checkpoint import write_atomically
 
     out = {f"W/{k}": v for k, v in arrays["weights"].items()}
     out.update({f"spikes/{k}": v for k, v in arrays["spikes"].items()})
     for k, (ticks, v) in arrays["voltage"].items():
         out[f"voltage/{k}"], out[f"voltage_ticks/{k}"] = v, ticks
-    np.savez_compressed(path, **out)
+    return write_atomically(npz_name(path), lambda f: np.savez_compressed(f, **out))
 
 
 def _jsonable(obj):
@@ -85,6 +90,7 @@ def _save_outputs(recipe, result, out_dir, quiet) -> dict:
     from pathlib import Path
 
     from . import plots
+    from .checkpoint import write_atomically
     from .model import save_model
 
     out = Path(out_dir)
@@ -95,7 +101,8 @@ def _save_outputs(recipe, result, out_dir, quiet) -> dict:
             "s2emu": __version__}
     files = {"model": str(out / "model.npz"), "results": str(out / "results.json")}
     save_model(files["model"], result["_arrays"]["weights"], meta)
-    (out / "results.json").write_text(json.dumps(_jsonable(result), default=_json_default, indent=1) + "\n")
+    text = (json.dumps(_jsonable(result), default=_json_default, indent=1) + "\n").encode()
+    write_atomically(files["results"], lambda f: f.write(text))
     if plots.available():
         files["figures"] = plots.write_run_figures(result, recipe, out)
     elif not quiet:
@@ -126,19 +133,27 @@ def cmd_info(args) -> dict:
 
 
 def cmd_run(args) -> dict:
+    from .checkpoint import check_writable
     from .chipmodel import parse_assumptions
     from .runner import run
 
     recipe = _load(args)
+    if args.checkpoint and args.checkpoint_every is None:
+        raise S2EmuError("--checkpoint needs --checkpoint-every TICKS (how often to write one)")
+    out_dir = None if args.out == "-" else Path(args.out or f"runs/{recipe.name}")
+    ckpt = args.checkpoint or (str(out_dir / "checkpoint.s2ckpt") if out_dir else f"{recipe.name}.s2ckpt")
+    # a place that cannot be written fails now, not after the run (a full disk shows only when written)
+    if out_dir is not None:
+        check_writable(out_dir / "model.npz", "--out", shown=out_dir)
+    if args.save:
+        check_writable(npz_name(args.save), "--save")
+    if args.checkpoint_every:
+        check_writable(ckpt, "--checkpoint")
     weights, _ = _model_weights(recipe, args.model)
     progress = ProgressBar(f"{recipe.name} on {args.engine}", enabled=not args.quiet)
     if not args.quiet:
         err_console.print(f"[bold]{recipe.name}[/]: {recipe.description}")
     try:
-        ckpt = args.checkpoint or (str(Path(args.out or f"runs/{recipe.name}") / "checkpoint.s2ckpt")
-                                   if args.out != "-" else f"{recipe.name}.s2ckpt")
-        if args.checkpoint_every:
-            Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
                      pes_per_process=args.pes_per_process, window=args.window,
                      progress=progress, allow_drops=args.allow_drops, weights=weights,
@@ -148,14 +163,7 @@ def cmd_run(args) -> dict:
     finally:
         progress.stop()
     _warn_skipped(result, args.quiet)
-    if args.out != "-":
-        result["outputs"] = _save_outputs(recipe, result, args.out or f"runs/{recipe.name}", args.quiet)
-        if not args.quiet:
-            err_console.print(f"saved the model, results and figures in {Path(result['outputs']['model']).parent}/")
-    if args.save:
-        save_recordings(args.save, result["_arrays"])
-        if not args.quiet:
-            err_console.print(f"saved weights and recordings to {args.save}")
+    unsaved = _save_run(recipe, result, out_dir, args.save, args.quiet)
     if not args.json:
         t = Table(title=f"{recipe.name}: {result['pes']} PEs, engine {args.engine}, seed {recipe.seed}")
         t.add_column("metric")
@@ -177,33 +185,97 @@ def cmd_run(args) -> dict:
                   f"{cm['energy_per_sample_joules'] * 1e3:.3g} mJ per sample")
         t.add_row("state_digest", result["state_digest"][:32] + "...")
         out_console.print(t)
+    if unsaved:  # after the table and (in main) the JSON: the run's results are shown either way
+        raise OutputError(unsaved, result)
     return result
+
+
+def _save_run(recipe, result, out_dir, save, quiet) -> str | None:
+    """Write the run's outputs (--out folder, --save file). Where that fails (disk full, gone read-only), what
+    failed is written to a new folder in the system's temporary folder, else in the current one, and the
+    result's paths say where; returns the one-line message for that (None when all went as asked)."""
+    import shutil
+    import tempfile
+
+    from .checkpoint import os_reason
+
+    failed = []  # (flag and place, why, what it was)
+    if out_dir is not None:
+        try:
+            result["outputs"] = _save_outputs(recipe, result, out_dir, quiet)
+            if not quiet:
+                err_console.print(f"saved the model, results and figures in {out_dir}/")
+        except OSError as e:
+            failed.append((f"--out {out_dir}", os_reason(e), "outputs"))
+    if save:
+        try:
+            result["recordings"] = str(save_recordings(save, result["_arrays"]))
+            if not quiet:
+                err_console.print(f"saved weights and recordings to {result['recordings']}")
+        except OSError as e:
+            failed.append((f"--save {save}", os_reason(e), "recordings"))
+    if not failed:
+        return None
+    why = "; ".join(f"could not write {where} ({reason})" for where, reason, _ in failed)
+    tried = []
+    for root in (tempfile.gettempdir(), os.getcwd()):
+        here = None
+        try:
+            here = Path(tempfile.mkdtemp(prefix=f"s2emu-{recipe.name}-", dir=root))
+            for _, _, what in failed:
+                if what == "outputs":
+                    result["outputs"] = _save_outputs(recipe, result, here, True)
+                else:
+                    result["recordings"] = str(save_recordings(here / npz_name(save).name, result["_arrays"]))
+        except OSError as e:
+            tried.append(f"{root}: {os_reason(e)}")
+            if here is not None:
+                shutil.rmtree(here, ignore_errors=True)
+            continue
+        saved = {("outputs",): "the model, results and figures", ("recordings",): "the recordings"}.get(
+            tuple(w for _, _, w in failed), "the model, results, figures and recordings")
+        return f"{why}; {saved} of this run are saved in {here}/ instead"
+    return f"{why}; nothing of this run could be saved elsewhere either ({'; '.join(tried)})"
+
+
+def eval_recipe(recipe, split: str | None, batch: int):
+    """The recipe an evaluation runs: no training, `batch` streams, the corpus's `split` as test clips
+    (shared with s2emu.hardware's evaluate)."""
+    import dataclasses
+
+    if split:
+        if "test_split" not in recipe.data:
+            raise S2EmuError(f"--split applies to corpus data sets, not to data kind '{recipe.data['kind']}'")
+        recipe = dataclasses.replace(recipe, data={**recipe.data, "test_split": split})
+    return recipe.with_overrides(epochs=0, batch=batch)
+
+
+EVAL_KEYS = ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss", "n_test", "confusion",
+             "classes", "state_digest", "ticks", "wall_seconds", "ticks_per_second", "skipped_files")
+
+
+def eval_report(result: dict, recipe, model, meta: dict) -> dict:
+    """`s2emu eval --json`'s object from a run's result (shared with s2emu.hardware's evaluate)."""
+    out = {k: result[k] for k in EVAL_KEYS}
+    out.update(model=None if model is None else str(model), data=recipe.data.get("path"),
+               split=recipe.data.get("test_split"), model_meta=meta)
+    return out
 
 
 def cmd_eval(args) -> dict:
     """Evaluate a trained model (default: the recipe's shipped one) on a corpus split; no learning."""
-    import dataclasses
-
     from .runner import run
 
     recipe = _load(args)
     path, weights, meta = _trained_model(recipe, args.model)
-    if args.split:
-        if "test_split" not in recipe.data:
-            raise S2EmuError(f"--split applies to corpus data sets, not to data kind '{recipe.data['kind']}'")
-        recipe = dataclasses.replace(recipe, data={**recipe.data, "test_split": args.split})
-    recipe = recipe.with_overrides(epochs=0, batch=args.batch)
+    recipe = eval_recipe(recipe, args.split, args.batch)
     progress = ProgressBar(f"eval {recipe.name}", enabled=not args.quiet)
     try:
         result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
                      pes_per_process=args.pes_per_process, window=args.window, progress=progress, weights=weights)
     finally:
         progress.stop()
-    out = {k: result[k] for k in ("recipe", "engine", "accuracy", "balanced_accuracy", "chance", "test_loss",
-                                  "n_test", "confusion", "classes", "state_digest", "ticks", "wall_seconds",
-                                  "ticks_per_second", "skipped_files")}
-    out.update(model=str(path), data=recipe.data.get("path"), split=recipe.data.get("test_split"),
-               model_meta=meta)
+    out = eval_report(result, recipe, path, meta)
     _warn_skipped(out, args.quiet)
     if not args.json:
         t = Table(title=f"{recipe.name}: model {path}")
@@ -250,15 +322,14 @@ def cmd_stream(args) -> dict:
     return out
 
 
-def cmd_memory(args) -> dict:
-    """SRAM per PE for the recipe's layout, both e-prop eligibility layouts side by side, and BPTT's estimate."""
+def memory_report(recipe) -> tuple[dict, object]:
+    """`s2emu memory --json`'s object and the build it describes (shared with s2emu.hardware's memory)."""
     import dataclasses
 
     from .bptt_memory import bptt_memory
     from .build import build
     from .runner import memory_summary
 
-    recipe = _load(args)
     b = build(recipe, streams=1, load_data=False)
     per_pe = memory_summary(b, items=True)["per_pe"]
     result = {"recipe": recipe.name, "machine": recipe.machine.name, "pe_budget": recipe.machine.pe_budget,
@@ -280,6 +351,14 @@ def cmd_memory(args) -> dict:
         result["deepr"] = {"active_connections": recipe.network.n_active_weights,
                            "connectivity": recipe.network.n_active_weights / recipe.network.n_weights,
                            "weight_bytes": stored}
+    return result, b
+
+
+def cmd_memory(args) -> dict:
+    """SRAM per PE for the recipe's layout, both e-prop eligibility layouts side by side, and BPTT's estimate."""
+    recipe = _load(args)
+    result, b = memory_report(recipe)
+    per_pe = result["per_pe"]
     if not args.json:
         t = Table(title=f"SRAM per PE: {recipe.name} on {recipe.machine.name} "
                         f"(budget {recipe.machine.pe_budget:,} B per PE, batch 1"
@@ -379,14 +458,21 @@ def cmd_scale(args) -> dict:
     return {"recipe": recipe.name, "engine": args.engine, "rows": rows, **summ, "outputs": paths}
 
 
-def cmd_map(args) -> dict:
+def map_report(recipe) -> tuple[dict, object]:
+    """`s2emu map --json`'s object and the build it describes (shared with s2emu.hardware's map)."""
     from .build import build
-    from .router.mapper import placement_report
 
-    recipe = _load(args)
     b = build(recipe, streams=1, load_data=False)
     d = b.mapping.to_dict()
     d["recipe"] = recipe.name
+    return d, b
+
+
+def cmd_map(args) -> dict:
+    from .router.mapper import placement_report
+
+    recipe = _load(args)
+    d, b = map_report(recipe)
     if not args.json:
         t = Table(title=f"placement of {recipe.name}: {b.mapping.n_pes} PEs (+ host as endpoint {b.mapping.host})")
         for col in ("PE", "slice", "neurons", "key/mask", "SRAM bytes"):
@@ -431,8 +517,29 @@ def _window(text: str):
         raise argparse.ArgumentTypeError(f"an int >= 1 or 'auto', not {text!r}") from None
 
 
+def _int_at_least(lo: int, meaning: str):
+    """An argparse type: an int >= lo; the message (argparse adds the flag) says what the number means."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {lo} ({meaning}), got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo} ({meaning}), got {value}")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, `error: ...` with status 2, like every other input error; --help shows
+    the usage. Subcommand parsers are of this class too (argparse makes them of the parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="s2emu", description="Emulate learning on the SpiNNaker 2 chip.")
+    p = _Parser(prog="s2emu", description="Emulate learning on the SpiNNaker 2 chip.")
     p.add_argument("--version", action="version", version=f"s2emu {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -483,13 +590,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", metavar="PATH", help="corpus folder or archive instead of the recipe's")
     sp.add_argument("--skip-bad", action="store_true", default=None,
                     help="leave out corpus files that cannot be read (listed) instead of failing")
-    sp.add_argument("--checkpoint-every", type=int, metavar="TICKS",
+    sp.add_argument("--checkpoint-every", type=_int_at_least(1, "ticks between checkpoints"), metavar="TICKS",
                     help="write the whole emulation state every TICKS ticks (atomically, over the last one)")
     sp.add_argument("--checkpoint", metavar="FILE", help="where checkpoints go (default <out>/checkpoint.s2ckpt)")
     sp.add_argument("--resume", metavar="FILE", help="continue from a checkpoint written by the same command line")
     sp.add_argument("--assume", action="append", metavar="NAME=VALUE",
                     help="override an assumption of the chip's time and energy model (docs/chip-model.md)")
-    sp.add_argument("--max-restarts", type=int, default=3, metavar="N",
+    sp.add_argument("--max-restarts", type=_int_at_least(0, "0: a dead process ends the run"), default=3,
+                    metavar="N",
                     help="ray engine: when a process dies, restart from the last checkpoint, at most N times "
                          "(default 3; 0 ends the run)")
     sp = sub.add_parser("eval", help="evaluate a trained model on a corpus (plain and balanced accuracy)")
@@ -545,11 +653,32 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")
     common(sp)
+    from .nir import add_parsers as add_nir_parsers  # import-nir, export-nir (the nir package loads on use)
+    add_nir_parsers(sub)
     return p
 
 
+def cmd_import_nir(args) -> dict:
+    from .nir import cmd_import_nir as run_it
+    result = run_it(args)
+    if not args.json:
+        for note in result["approximations"]:
+            err_console.print(f"[yellow]approximated:[/] {note}", soft_wrap=True)
+        out_console.print(f"wrote {result['recipe']}: {', '.join(result['populations'])}")
+    return result
+
+
+def cmd_export_nir(args) -> dict:
+    from .nir import cmd_export_nir as run_it
+    result = run_it(args)
+    if not args.json:
+        out_console.print(f"wrote {result['nir']} ({result['nodes']} nodes, dt {result['dt']:g} s)")
+    return result
+
+
 COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
-            "map": cmd_map, "sweep": cmd_sweep, "scale": cmd_scale}
+            "map": cmd_map, "sweep": cmd_sweep, "scale": cmd_scale, "import-nir": cmd_import_nir,
+            "export-nir": cmd_export_nir}
 
 
 def main(argv=None) -> int:
@@ -569,6 +698,9 @@ def main(argv=None) -> int:
         try:
             result = COMMANDS[args.command](args)
         except S2EmuError as e:
+            if isinstance(e, OutputError) and args.json:  # the run's results, though not all saved where asked
+                json_out.write(json.dumps(_jsonable(e.result), default=_json_default) + "\n")
+                json_out.flush()
             err_console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
             return 2
         except KeyboardInterrupt:

@@ -28,6 +28,15 @@ class ActorDiedError(S2EmuError):
     emulation from its last checkpoint (--max-restarts)."""
 
 
+class OutputError(S2EmuError):
+    """A run finished, but not all of its outputs could be written where asked (they went elsewhere: the
+    message says where). `result` is the run's result: the CLI still prints it (--json)."""
+
+    def __init__(self, message: str, result: dict):
+        super().__init__(message)
+        self.result = result
+
+
 class RoutingError(S2EmuError):
     """A routing table is over capacity, or packets were dropped for want of a route."""
 

@@ -16,25 +16,48 @@ from .errors import S2EmuError
 from .network import Network
 
 
-def save_model(path, weights: dict[str, np.ndarray], meta: dict) -> None:
+def save_model(path, weights: dict[str, np.ndarray], meta: dict) -> Path:
+    """Write atomically (s2emu/checkpoint.py write_atomically): a crash never leaves half a model behind, and
+    two runs saving to the same path each replace it with a whole model of their own."""
+    from .checkpoint import write_atomically
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"W/{k}": np.asarray(v, np.float32) for k, v in weights.items()}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    tmp.replace(path)  # a crash never leaves half a model behind
+    meta = np.array(json.dumps(meta, sort_keys=True))
+    # through an open file: numpy would add ".npz" to a path without it
+    return write_atomically(path, lambda f: np.savez_compressed(f, meta=meta, **arrays))
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive; np.load would take anything else for a pickle
 
 
 def load_model(path, network: Network) -> tuple[dict[str, np.ndarray], dict]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise S2EmuError(f"no model file '{path}' (train one with `s2emu run RECIPE --out DIR`)")
+    if not path.is_file():  # a FIFO would hang the reader, a device fill its memory
+        raise S2EmuError(f"model {path} is not a regular file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(len(ZIP_MAGIC))
+        if magic != ZIP_MAGIC:
+            raise ValueError("not an .npz archive")
         with np.load(path, allow_pickle=False) as z:
-            weights = {k[2:]: z[k].astype(np.float32) for k in z.files if k.startswith("W/")}
+            weights = {}
+            for k in z.files:
+                if k.startswith("W/"):
+                    w = z[k]
+                    if w.dtype.kind not in "biuf":
+                        raise ValueError(f"{k} holds {w.dtype} values, not numbers")
+                    weights[k[2:]] = w.astype(np.float32)
             meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
-    except (OSError, ValueError, json.JSONDecodeError) as e:
-        raise S2EmuError(f"{path}: not a model file ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"its meta is a JSON {type(meta).__name__}, not an object")
+    # a truncated or corrupt archive fails in zipfile, zlib or numpy's parser with any of many exceptions
+    except Exception as e:  # noqa: BLE001
+        detail = " ".join(str(e).split()) if not isinstance(e, KeyError) else f"missing entry {e}"
+        raise S2EmuError(f"{path}: not a model file, or a damaged one ({detail or type(e).__name__})") from None
     want = {pr.name: (network[pr.pre].size, network[pr.post].size) for pr in network.projections}
     missing, extra = sorted(set(want) - set(weights)), sorted(set(weights) - set(want))
     if missing or extra:

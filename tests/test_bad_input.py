@@ -1,12 +1,13 @@
 """Every bad input gets one clear error naming what was wrong."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
 from s2emu.build import build
-from s2emu.cores.pe import make_pe
+from s2emu.cores.roles import make_pe
 from s2emu.cores.sram import SramLedger
 from s2emu.errors import MachineError, PacketError, RecipeError, RoutingError, SramOverflowError
 from s2emu.machine import make_machine
@@ -162,3 +163,65 @@ def test_pe_refuses_a_key_map_row_beyond_its_synapses():
     pe = make_pe(cfg)
     with pytest.raises(PacketError, match="key map names a row or projection it does not have"):
         pe.step(1, PacketBatch.make(5, 1, 1, mc_keys=[int(km["keys"][1])]))
+
+
+# ---------------------------------------------------------------- damaged model files (issue 22)
+
+def _a_model(tmp_path):
+    """A whole model of the smoke recipe's network (seeded weights), written as `s2emu run --out` does."""
+    from s2emu.model import save_model
+
+    r = smoke()
+    rng = np.random.default_rng(0)
+    w = {pr.name: rng.standard_normal((r.network[pr.pre].size, r.network[pr.post].size)).astype(np.float32)
+         for pr in r.network.projections}
+    save_model(tmp_path / "model.npz", w, {"recipe": "smoke"})
+    return tmp_path / "model.npz"
+
+
+def _damaged(tmp_path, kind):
+    data = _a_model(tmp_path).read_bytes()
+    p = tmp_path / f"{kind}.npz"
+    if kind == "truncated":
+        p.write_bytes(data[: len(data) // 2])
+    elif kind == "corrupt":  # bytes flipped inside the first compressed entry: zlib fails
+        flipped = bytearray(data)
+        for i in range(200, 260):
+            flipped[i] ^= 0xFF
+        p.write_bytes(bytes(flipped))
+    elif kind == "not a zip":
+        p.write_bytes(b"hello")  # numpy took this for a pickle
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text weights":
+        np.savez(p, **{"W/input->hidden": np.array(["a", "b"]), "meta": np.array("{}")})
+    elif kind == "meta not an object":
+        np.savez(p, meta=np.array("[1, 2]"))
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "device":
+        return "/dev/zero"
+    return p
+
+
+@pytest.mark.parametrize("command", ["eval", "stream"])
+@pytest.mark.parametrize("kind, words", [
+    ("truncated", ["not a model file, or a damaged one"]),
+    ("corrupt", ["not a model file, or a damaged one"]),
+    ("not a zip", ["not an .npz archive"]),
+    ("empty", ["not an .npz archive"]),
+    ("text weights", ["W/input->hidden holds <U1 values, not numbers"]),
+    ("meta not an object", ["its meta is a JSON list"]),
+    ("fifo", ["is not a regular file"]),
+    ("device", ["is not a regular file"]),
+])
+def test_a_damaged_model_is_one_error_line(command, kind, words, tmp_path, capsys):
+    """eval and stream --model: a broken .npz gave a traceback (zipfile.BadZipFile, zlib.error)."""
+    from s2emu.cli import main
+
+    path = _damaged(tmp_path, kind)
+    assert main([command, "smoke", "--model", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and str(path) in err, err
+    for w in words:
+        assert w in err, (w, err)

@@ -245,3 +245,179 @@ def test_a_hung_process_is_a_fault_not_a_wait(tmp_path, ray_local, monkeypatch):
                 pass
     assert stopped and raw.restarts == 1 and "hangs" in log[0] and time.monotonic() - t0 < 90
     assert state_digest(assemble_weights(b, raw), assemble_spikes(b, raw)) == run(r)["state_digest"]
+
+
+# ---------------------------------------------------------------- hostile files and disks (issue 22)
+
+import hashlib  # noqa: E402
+import resource  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from s2emu import checkpoint as ck  # noqa: E402
+from s2emu.errors import S2EmuError  # noqa: E402
+
+from mounts import mounted  # noqa: E402
+
+
+def a_checkpoint(tmp_path, r=None):
+    """A real checkpoint of the smoke recipe at tick 200, and its payload."""
+    path = tmp_path / "run.s2ckpt"
+    with pytest.raises(Stop):
+        run(r or CASES["smoke"](), progress=StopAt(300), checkpoint=str(path), checkpoint_every=200)
+    return path, read_checkpoint(path)
+
+
+def repacked(path, payload):
+    """`payload` written as a checkpoint with a valid header and checksum: only the content is wrong."""
+    body = ck.pack(payload)
+    path.write_bytes(ck.MAGIC + ck._HEAD.pack(ck.VERSION, hashlib.sha256(body).digest(), len(body)) + body)
+    return path
+
+
+def _under_3gb():  # unfixed, /dev/zero filled the reader's memory: bound it so such a failure is quick
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+def test_resume_refuses_what_is_not_a_checkpoint_file_before_reading_it(tmp_path):
+    """A FIFO hung the reader, /dev/zero filled its memory: each is one line, at once, from the real CLI."""
+    fifo = tmp_path / "fifo.s2ckpt"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.s2ckpt"
+    with open(huge, "wb") as f:  # sparse: takes no disk
+        f.truncate(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))  # all of this machine's memory
+    for path, words in ((fifo, "is a FIFO"), ("/dev/zero", "is a character device"), (tmp_path, "is a folder"),
+                        (huge, "more than half of this machine's memory")):
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, "-m", "s2emu", "run", "smoke", "--out", "-", "--quiet", "--resume",
+                            str(path)], capture_output=True, text=True, timeout=60, preexec_fn=_under_3gb)
+        err = p.stderr.strip()
+        assert p.returncode == 2 and err.startswith("error:") and "\n" not in err, err[-2000:]
+        assert words in err and str(path) in err and time.monotonic() - t0 < 30
+
+
+def _set(payload, endpoint, change):
+    """payload with one endpoint's decoded state changed by change(state)."""
+    ends = list(payload["endpoints"])
+    state = ck.unpack(ends[endpoint])
+    change(state)
+    ends[endpoint] = ck.pack(state)
+    return {**payload, "endpoints": ends}
+
+
+def _nan_weight(s):
+    s["ledger"]["input->hidden.weights"][3, 4] = np.nan
+
+
+INCONSISTENT = {  # name: (payload -> payload with a valid checksum, words the refusal must hold)
+    "nan weights": (lambda p: _set(p, 0, _nan_weight), ["endpoint 0", "'input->hidden.weights'", "NaN"]),
+    "inf in a PE's state": (lambda p: _set(p, 1, lambda s: s["attrs"].update(pending=float("inf"))),
+                            ["endpoint 1", "'pending'", "infinite"]),
+    "tick past the end": (lambda p: {**p, "tick": 10 ** 6}, ["tick 1000000", "769 ticks"]),
+    "tick 0": (lambda p: {**p, "tick": 0}, ["tick 0 does not fit"]),
+    "tick as text": (lambda p: {**p, "tick": "200"}, ["'tick' must be an int", "str '200'"]),
+    "tick as bool": (lambda p: {**p, "tick": True}, ["'tick' must be an int", "bool"]),
+    "endpoints as numbers": (lambda p: {**p, "endpoints": [1, 2]}, ["'endpoints' must be a list of encoded"]),
+    "an endpoint short": (lambda p: {**p, "endpoints": p["endpoints"][:-1]}, ["'endpoints' holds 5", "6 endpoints"]),
+    "inbound as a map": (lambda p: {**p, "inbound": {"a": 1}}, ["'inbound' must be a list"]),
+    "router counter as text": (lambda p: {**p, "router": [{**p["router"][0], "routed": "many"}]},
+                               ["router 0's counter 'routed'", "str 'many'"]),
+    "router of 2 chips": (lambda p: {**p, "router": p["router"] * 2}, ["router state of 2 chips", "uses 1"]),
+    "host scores cut": (lambda p: _set(p, 5, lambda s: s.update(scores=s["scores"][:3])),
+                        ["the host", "'scores'", "float32[24, 8, 4]", "float32[3, 8, 4]"]),
+    "negative counter": (lambda p: _set(p, 2, lambda s: s["counters"].update(spikes=-5)),
+                         ["endpoint 2", "'counters' must map names to counts"]),
+    "undecodable endpoint": (lambda p: {**p, "endpoints": [*p["endpoints"][:-1], b"\xc1"]},
+                             ["the state of the host does not decode"]),
+    "state not a map": (lambda p: {**p, "endpoints": [ck.pack([1, 2]), *p["endpoints"][1:]]},
+                        ["endpoint 0", "must be a map with ledger, counters, attrs"]),
+}
+
+
+def test_a_checkpoint_with_a_valid_checksum_but_inconsistent_content_is_refused_by_name(tmp_path):
+    r = CASES["smoke"]()
+    good, payload = a_checkpoint(tmp_path, r)
+    for name, (change, words) in INCONSISTENT.items():
+        path = repacked(tmp_path / "bad.s2ckpt", change(payload))
+        with pytest.raises(CheckpointError) as e:
+            run(r, resume=str(path))
+        msg = str(e.value)
+        assert str(path) in msg and "\n" not in msg, (name, msg)
+        for w in words:
+            assert w in msg, (name, w, msg)
+    assert run(r, resume=str(repacked(tmp_path / "same.s2ckpt", payload)))["resumed_from_tick"] == 200
+
+
+def test_a_refused_resume_names_each_flag_that_differs_with_both_values(tmp_path):
+    r = CASES["smoke"]()
+    path, payload = a_checkpoint(tmp_path, r)
+    for over, words in (({"pes": 2}, ["the checkpoint has 5 PEs, this run 3 PEs (--pes)"]),
+                        ({"seed": 7}, ["the checkpoint has --seed 1, this run --seed 7"]),
+                        ({"epochs": 2}, ["the checkpoint has --epochs 1, this run --epochs 2"]),
+                        ({"batch": 4}, ["the checkpoint has --batch 8, this run --batch 4"]),
+                        ({"seed": 7, "pes": 2}, ["--seed 1, this run --seed 7", "5 PEs, this run 3 PEs"])):
+        with pytest.raises(CheckpointError) as e:
+            run(r.with_overrides(**over), resume=str(path))
+        for w in words:
+            assert w in str(e.value), (over, str(e.value))
+        assert "different emulation" in str(e.value) and "\n" not in str(e.value)
+    other = tmp_path / "other.toml"  # another recipe; and the same one edited
+    text = open("recipes/smoke.toml").read()
+    assert 'name = "smoke"' in text and "tau_m = 5.0" in text
+    other.write_text(text.replace('name = "smoke"', 'name = "other"').replace("tau_m = 5.0", "tau_m = 6.0"))
+    with pytest.raises(CheckpointError, match="the checkpoint has recipe smoke, this run recipe other"):
+        run(load_recipe(str(other)).with_overrides(epochs=1), resume=str(path))
+    other.write_text(text.replace("tau_m = 5.0", "tau_m = 6.0"))
+    with pytest.raises(CheckpointError, match="network or learning settings differ"):
+        run(load_recipe(str(other)).with_overrides(epochs=1), resume=str(path))
+    old = repacked(tmp_path / "old.s2ckpt", {k: v for k, v in payload.items() if k != "run"})  # before "run"
+    with pytest.raises(CheckpointError, match="recipe, overrides, data or split differ"):
+        run(r.with_overrides(seed=7), resume=str(old))
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_fails_before_the_run(tmp_path):
+    """Read-only: found when the run is set up, not at its first checkpoint (hours in, on a long run)."""
+    class Started:
+        started = False
+
+        def start(self, n):
+            self.started = True
+
+        def advance(self, k):
+            pass
+
+    with mounted(tmp_path / "ro", read_only=True) as ro:
+        progress = Started()
+        with pytest.raises(S2EmuError, match="--checkpoint .*cannot write in .*Read-only file system"):
+            run(CASES["smoke"](), progress=progress, checkpoint=f"{ro}/run.s2ckpt", checkpoint_every=100)
+        assert not progress.started
+    for place, words in ((tmp_path, "is a folder"), (tmp_path / "f" / "run.s2ckpt", "is a file, not a folder")):
+        (tmp_path / "f").write_text("a file where a folder should be")
+        with pytest.raises(S2EmuError, match=words):
+            run(CASES["smoke"](), checkpoint=str(place), checkpoint_every=100)
+
+
+def test_a_checkpoint_that_cannot_be_written_mid_run_is_told_and_the_run_goes_on(tmp_path, capsys):
+    """A full disk: the probe at the start passes, every write fails. The run finishes with its results (what
+    a long run is for), saying once why no checkpoint was written; the disk freed, checkpoints resume."""
+    r = CASES["smoke"]()
+    full = run(r)
+    with mounted(tmp_path / "full", free=0, size="2m") as disk:  # a checkpoint of smoke: 412-600 kB
+        got = run(r, checkpoint=f"{disk}/run.s2ckpt", checkpoint_every=100)
+        err = capsys.readouterr().err
+        assert got["state_digest"] == full["state_digest"] and got["checkpoints_written"] == 0
+        assert err.count("warning: the checkpoint at tick 100 was not written") == 1, err
+        assert "No space left on device" in err and "the run goes on" in err and "none has been written" in err
+        assert err.count("warning") == 1  # told once per cause, not at every checkpoint
+        assert os.listdir(disk) == ["filler"]  # no temporary file left behind
+
+        def free_disk(n, done=[0]):  # noqa: B006 - halfway through, space comes back
+            done[0] += n
+            if done[0] >= 350 and os.path.exists(f"{disk}/filler"):
+                os.unlink(f"{disk}/filler")
+
+        got = run(r, checkpoint=f"{disk}/run.s2ckpt", checkpoint_every=100, progress=type(
+            "P", (), {"start": lambda self, n: None, "advance": lambda self, k: free_disk(k)})())
+        err = capsys.readouterr().err
+        assert "checkpoints are written again: tick 400, after 3 that failed" in err, err
+        assert got["checkpoints_written"] == 4 and read_checkpoint(f"{disk}/run.s2ckpt")["tick"] == 700

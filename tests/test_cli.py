@@ -1,6 +1,7 @@
 """The command line as a user meets it: JSON on stdout, one-line errors, progress on stderr."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -98,6 +99,11 @@ def test_map_report():
     (["run", "nope.toml"], ["no recipe file"]),
     (["run", "smoke", "--pes", "0"], ["--pes must be >= 1"]),
     (["run", "smoke", "--transport", "calls"], ["--transport needs --engine ray"]),
+    # these ran: every 0 ticks wrote no checkpoint at all, -1 restarts meant as many as 0
+    (["run", "smoke", "--out", "-", "--checkpoint-every", "0"], ["argument --checkpoint-every", ">= 1", "got 0"]),
+    (["run", "smoke", "--out", "-", "--max-restarts", "-1"], ["argument --max-restarts", ">= 0", "got -1"]),
+    (["run", "smoke", "--out", "-", "--checkpoint-every", "x"], ["argument --checkpoint-every", "got 'x'"]),
+    (["run", "smoke", "--out", "-", "--checkpoint", "x.s2ckpt"], ["--checkpoint needs --checkpoint-every"]),
     (["memory", "smoke", "--pes", "1"], []),  # fits: not an error
 ])
 def test_errors_are_one_line(args, words):
@@ -149,3 +155,50 @@ def test_save_weights_and_recordings(tmp_path):
     assert s.shape[1] == 3 and len(s) > 100
     # every spike happens at a tick where v had crossed threshold and was then recorded
     assert set(np.unique(s[:, 0])) <= set(ticks.tolist())
+
+
+# ---------------------------------------------------------------- full and read-only disks (issue 22)
+
+from mounts import mounted  # noqa: E402
+
+
+def test_outputs_that_cannot_be_written_at_the_end_are_saved_elsewhere(tmp_path):
+    """A full disk under --out and --save: the run's model, results, figures and recordings are not lost. They
+    go to a new folder in the temporary folder; the one error line says where and why; --json still prints."""
+    import numpy as np
+
+    from s2emu.model import load_model
+    from s2emu.recipe import load_recipe
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with mounted(tmp_path / "full", free=0) as disk:
+        p = subprocess.run([*RUN, "run", "smoke", "--epochs", "1", "--batch", "8", "--quiet", "--json",
+                            "--out", f"{disk}/out", "--save", f"{disk}/rec.npz"], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "TMPDIR": str(tmp)})
+        assert sorted(os.listdir(disk)) == ["filler", "out"] and not os.listdir(f"{disk}/out")  # nothing half
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    (saved,) = tmp.iterdir()
+    for words in (f"could not write --out {disk}/out (No space left on device)",
+                  f"could not write --save {disk}/rec.npz (No space left on device)",
+                  f"the model, results, figures and recordings of this run are saved in {saved}/ instead"):
+        assert words in err, (words, err)
+    r = json.loads(p.stdout)
+    assert r["outputs"]["model"] == str(saved / "model.npz") and r["recordings"] == str(saved / "rec.npz")
+    weights, meta = load_model(saved / "model.npz", load_recipe("smoke").network)
+    assert meta["state_digest"] == r["state_digest"]
+    assert json.loads((saved / "results.json").read_text())["state_digest"] == r["state_digest"]
+    assert np.array_equal(np.load(saved / "rec.npz")["W/hidden->out"], weights["hidden->out"])
+
+
+@pytest.mark.parametrize("flag", ["--out", "--save", "--checkpoint"])
+def test_an_output_on_a_read_only_disk_fails_before_the_run(flag, tmp_path):
+    with mounted(tmp_path / "ro", read_only=True) as ro:
+        args = {"--out": ["--out", f"{ro}/out"], "--save": ["--out", "-", "--save", f"{ro}/rec.npz"],
+                "--checkpoint": ["--out", "-", "--checkpoint", f"{ro}/run.s2ckpt", "--checkpoint-every", "100"]}
+        p = s2emu("run", "smoke", "--epochs", "3", *args[flag])
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.startswith("error:") and "\n" not in err, err
+    assert f"{flag} {ro}/" in err and "Read-only file system" in err
+    assert "ticks" not in err  # refused before the run: no progress bar was shown
