@@ -28,9 +28,11 @@ The rooms, one job each:
 * ``protocol.py``: the channel messages and their framing (what travels between router and endpoints).
 * ``endpoint.py``: the actor shell of an endpoint process (PEs or the host): ``serve`` steps them per tick.
 * ``router_actor.py``: the actor shell of a chip's router: the clock, the channels, checkpoint snapshots.
+* ``door.py``: the router's listening socket: authenticates each channel, drops strangers within seconds.
 * ``links.py``: the hop exchange between neighbouring routers (LinkExchange).
 * ``cluster.py``: joining a Ray cluster or starting a private one; placement of chips on nodes.
 * ``waits.py``: bounded waits on actor calls (a silent actor is a hang, not a wait).
+* ``raylet.py``: the driver's watch on its node's raylet (dead or stopped: the run ends, naming its checkpoint).
 * ``run.py``: the driver: start the actors, advance the ticks, checkpoint, collect; the restart loop.
 """
 

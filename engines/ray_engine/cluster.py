@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from s2emu.errors import S2EmuError
 
@@ -58,13 +59,16 @@ def _private_token() -> None:
 
 
 REACH_TIMEOUT = 4.0  # seconds to reach a cluster's address before giving up (Ray itself would retry for minutes)
+ANSWER_TIMEOUT = 3.0  # seconds for what listens there to answer as a cluster's GCS (a gRPC server) does at once
 JOIN_RETRIES = 4  # tries (about a second each) for Ray to reach the cluster's GCS behind that address
+# An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4): a gRPC server, as Ray's GCS
+# is, answers with a SETTINGS frame of its own; anything else (a web server, a silent socket) does not.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 def _check_reachable(address: str) -> None:
-    """A clear error at once when --address names no running cluster, where ray.init would retry for minutes."""
-    import socket
-
+    """A clear error within seconds when --address names no running cluster, where ray.init would retry for
+    minutes (about 165 s for a web server or a socket that never answers)."""
     target = address
     if address == "auto":
         target = os.environ.get("RAY_ADDRESS", "")
@@ -80,11 +84,61 @@ def _check_reachable(address: str) -> None:
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
         raise S2EmuError(f"--address {address}: expected HOST:PORT (the head node's GCS address), or auto")
+    _check_answers(host, int(port), target)
+    if not target.startswith("ray://"):  # ray.init goes to this machine's address for a loopback one: that too
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            canonical = canonicalize_bootstrap_address(hostport)
+        except Exception:  # noqa: BLE001 - ray.init will say what is wrong with the address
+            canonical = None
+        if canonical and canonical != hostport:
+            host, _, port = canonical.rpartition(":")
+            _check_answers(host, int(port), f"{target} (as Ray reaches it: {canonical})")
+
+
+def _check_answers(host: str, port: int, shown: str) -> None:
+    """S2EmuError unless a gRPC server (a Ray cluster's GCS) listens at host:port; `shown` names it."""
+    hint = "(start one with `ray start --head`, or drop --address to run on a private local Ray)"
+    tls = os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true")  # TLS, not cleartext HTTP/2: connect only
+    connected, problem = grpc_probe(host, port, REACH_TIMEOUT, 0 if tls else ANSWER_TIMEOUT)
+    if not connected:
+        raise S2EmuError(f"no Ray cluster at {shown}: {problem} {hint}")
+    if problem is not None:
+        raise S2EmuError(f"{shown} is not a Ray cluster: it {problem}, where a cluster's GCS answers in gRPC at once "
+                         f"{hint}")
+
+
+def grpc_probe(host: str, port: int, connect_timeout: float, answer_timeout: float) -> tuple[bool, str | None]:
+    """(connected, problem): whether a TCP connection to host:port opened, and None if what listens there
+    answered an HTTP/2 preface as a gRPC server does (Ray's GCS and raylets are gRPC servers), else what it did
+    instead. answer_timeout 0: the connection alone is checked."""
+    import socket
+
     try:
-        socket.create_connection((host, int(port)), timeout=REACH_TIMEOUT).close()
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
     except OSError as e:
-        raise S2EmuError(f"no Ray cluster at {target}: {e.strerror or e} (start one with `ray start --head`, "
-                         f"or drop --address to run on a private local Ray)") from None
+        return False, e.strerror or str(e)
+    head = b""
+    with sock:
+        if not answer_timeout:
+            return True, None
+        try:
+            sock.settimeout(answer_timeout)
+            sock.sendall(_H2_PREFACE)
+            deadline = time.monotonic() + answer_timeout
+            while len(head) < 9 and (chunk := sock.recv(9 - len(head))):
+                head += chunk
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            return True, f"took the connection but did not answer within {answer_timeout:g} s"
+        except OSError:
+            pass  # reset while we spoke: judged by what came before
+    if len(head) == 9 and head[3] == 4:  # a SETTINGS frame
+        return True, None
+    if not head:
+        return True, "closed the connection without an answer"
+    return True, f"answered {head!r}{' (a web server?)' if head.startswith((b'HTTP/', b'<')) else ''}"
 
 
 def channel_host() -> str | None:

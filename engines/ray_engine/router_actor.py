@@ -17,8 +17,9 @@ from s2emu.machine import LINK_NAMES, opposite
 from s2emu.router.mesh import arrive
 from s2emu.router.packets import decode, decode_many, encode, encode_many
 
+from .door import Door
 from .links import LinkDown, LinkExchange, link_buffers
-from .protocol import LINK_HELLO, OK, SNAPSHOT, STOP, TICK_FORMAT, TICK_SIZE, WINDOW, WINDOW_FORMAT, \
+from .protocol import LINK_HELLO, OK, SNAPSHOT, STOP, TICK_FORMAT, WINDOW, WINDOW_FORMAT, \
     RemoteTraceback, frame, unframe
 
 
@@ -59,19 +60,14 @@ class RouterActor:
 
     def open_channels(self, host):
         """Listen for the endpoints' channels; returns (address, authkey) for their serve calls."""
-        from multiprocessing.connection import Listener
-
-        authkey = os.urandom(32)
-        self.listener = Listener((host or ray.util.get_node_ip_address(), 0), family="AF_INET",
-                                 backlog=len(self.processes) + 7, authkey=authkey)  # and up to 6 links
-        return self.listener.address, authkey
+        self.listener = Door(host or ray.util.get_node_ip_address(), backlog=len(self.processes) + 7)  # + 6 links
+        return self.listener.address, self.listener.authkey
 
     def accept_channels(self, peers=None):
         """Connect a channel to each neighbouring router in `peers` ({link: (address, authkey)}, the
         lower-numbered chips), then accept one authenticated channel per endpoint process and per other
         neighbour (the driver watches for endpoints that die before connecting, and kills this actor
-        then)."""
-        from multiprocessing import AuthenticationError
+        then). Connections without the authkey are dropped at the door (door.py)."""
         from multiprocessing.connection import Client
 
         for link, (address, authkey) in (peers or {}).items():
@@ -81,11 +77,7 @@ class RouterActor:
         conns = [None] * len(self.processes)
         gc.freeze()  # as in serve
         while any(c is None for c in conns) or len(self.links) < len(self.neighbours):
-            try:
-                c = self.listener.accept()
-            except (AuthenticationError, EOFError, ConnectionError):
-                continue  # not one of ours (wrong key) or gone during the handshake
-            (e,) = struct.unpack(TICK_FORMAT, c.recv_bytes(TICK_SIZE))
+            c, e = self.listener.accept()
             if e <= LINK_HELLO and LINK_HELLO - e in self.neighbours and LINK_HELLO - e not in self.links:
                 self.links[LINK_HELLO - e] = link_buffers(c)
                 continue
