@@ -100,7 +100,10 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
     if resume is not None:
         payload = read_checkpoint(resume)
         check_matches(payload, b, resume)
-    checkpointer = Checkpointer(checkpoint or "s2emu.ckpt", checkpoint_every, b) if checkpoint_every else None
+    # checkpoint_every=0 is refused by Checkpointer, not taken as "no checkpoints"
+    checkpointer = None
+    if checkpoint_every is not None:
+        checkpointer = Checkpointer(checkpoint or "s2emu.ckpt", checkpoint_every, b)
     if progress is not None:
         progress.start(b.n_ticks)
     raw = run_engine(engine, b, progress=progress.advance if progress is not None else None, address=address,
@@ -139,6 +142,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "resumed_from_tick": raw.resumed_from,
         "checkpoints_written": raw.checkpoints,
         "restarts": raw.restarts,
+        "restarted_from_ticks": list(raw.restarted_from),
         "skipped_files": list(b.dataset.skipped),
         "wall_seconds": raw.wall_seconds,
         "ticks_per_second": raw.ticks / raw.wall_seconds if raw.wall_seconds > 0 else None,

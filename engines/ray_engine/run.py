@@ -9,7 +9,9 @@ from s2emu.checkpoint import in_flight, read_checkpoint
 from s2emu.errors import ActorDiedError, S2EmuError
 
 from ..contract import TRANSPORTS, LiveStatus, RawRun
+from . import waits
 from .cluster import Placement, channel_host, process_groups, start_ray
+from .raylet import RayletDownError, RayletWatch
 from .waits import START_TIMEOUT, discard, get_all, unwrap, wait_for, wait_for_each
 
 CHUNK = 25  # ticks the router advances per driver call (progress granularity)
@@ -55,7 +57,9 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
 
     max_restarts: when a process of the emulation dies (ActorDiedError), start every actor again from the last
     checkpoint (the resumed one, or the start) and replay, at most this many times; `log(message)` hears of
-    each restart. Errors raised by the PEs themselves are not retried: they would happen again.
+    each restart. Errors raised by the PEs themselves are not retried: they would happen again, and neither is
+    the loss of this node's raylet (RayletDownError, raylet.py): nothing can restart without it. The RawRun
+    describes the whole run: `wall_seconds` covers every attempt, `restarted_from` lists each restart's tick.
 
     pes_per_process: PEs sharing one actor process (consecutive PEs of a chip; 4 is SpiNNaker 2's quad-PE), each
     still its own object, stepped in turn over the process's one channel; 1 (the default) gives every PE its
@@ -68,31 +72,50 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
     if type(pes_per_process) is not int or pes_per_process < 1:
         raise S2EmuError(f"--pes-per-process must be an int >= 1, got {pes_per_process!r}")
     started = start_ray(address)
+    watch = waits.watch = RayletWatch(checkpointer, started)
     mark = _HighWater(progress)
-    state, restarts = resume, 0
+    state, restarted_from = resume, []  # restarted_from: the tick each automatic restart went back to
+    t0 = time.perf_counter()
     try:
         while True:
+            watch.check()
             mark.restart_at(int(state["tick"]) if state is not None else 0)
+            attempt = time.perf_counter()
             try:
                 raw = _run(build, mark, transport, on_ready, observer, checkpointer, state, pes_per_process)
-                raw.restarts = restarts
-                return raw
             except Exception as e:  # noqa: BLE001 - re-raise the user's error, not Ray's wrapper
                 err = unwrap(e)
-                if not isinstance(err, ActorDiedError) or restarts >= max_restarts:
+                if isinstance(err, ActorDiedError):
+                    try:
+                        watch.check(look=True)  # an actor's raylet may be why it died: no restart then
+                    except RayletDownError as down:
+                        raise down from None
+                if not isinstance(err, ActorDiedError) or len(restarted_from) >= max_restarts:
                     if isinstance(err, ActorDiedError) and checkpointer is not None and checkpointer.written:
                         err = ActorDiedError(f"{err}; the last checkpoint, {checkpointer.path} (tick "
-                                             f"{checkpointer.last_tick}), resumes the run (--resume)")
+                                             f"{checkpointer.last_tick}), resumes the run: "
+                                             f"--resume {checkpointer.path}")
                     raise err from None
-            restarts += 1
+            else:
+                # the whole run, not its last attempt: --resume's tick, every attempt's time
+                raw.resumed_from = int(resume["tick"]) if resume is not None else 0
+                raw.restarts, raw.restarted_from = len(restarted_from), restarted_from
+                raw.phases["failed_attempts"] = attempt - t0  # and the restarts between them
+                raw.wall_seconds = time.perf_counter() - t0
+                return raw
             if checkpointer is not None and checkpointer.written:
                 state = read_checkpoint(checkpointer.path)
+            restarted_from.append(int(state["tick"]) if state is not None else 0)
             if log is not None:
-                log(f"{err}; restarting every actor from tick {state['tick'] if state else 0} "
-                    f"(restart {restarts} of {max_restarts})")
+                log(f"{err}; restarting every actor from tick {restarted_from[-1]} "
+                    f"(restart {len(restarted_from)} of {max_restarts})")
     finally:
+        waits.watch = None
+        if watch.down is not None:
+            watch.kill_ray()  # Ray's shutdown would wait for a stopped raylet for ever
         if started:
             ray.shutdown()
+        watch.stop()
 
 
 

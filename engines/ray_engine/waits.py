@@ -7,6 +7,13 @@ import time
 from s2emu.errors import ActorDiedError, S2EmuError
 
 START_TIMEOUT = 180.0  # seconds for every actor to start (and restore a checkpoint)
+SLICE = 1.0  # seconds a wait goes without looking at the raylet watch
+watch = None  # the running ray run's RayletWatch (raylet.py); one ray run at a time per process, as one Ray
+
+
+def _check_raylet() -> None:
+    if watch is not None:
+        watch.check()
 
 
 def unwrap(e: Exception) -> Exception:
@@ -30,10 +37,14 @@ def wait_for(ref, watched: dict, timeout: float | None = None, what: str = ""):
 
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _check_raylet()
+        left = SLICE if deadline is None else min(SLICE, max(0.0, deadline - time.monotonic()))
         done, _ = ray.wait([ref, *watched], num_returns=1, timeout=left)
-        if not done:
+        if not done and deadline is not None and time.monotonic() >= deadline:
             raise ActorDiedError(f"{what} took more than {timeout:.0f} s: a process of the emulation hangs")
+        if not done:
+            continue
+        _check_raylet()  # a large result is read through the raylet
         if done[0] == ref:
             return ray.get(ref)
         watched.pop(done[0])
@@ -62,10 +73,15 @@ def get_all(refs, timeout: float, what: str) -> list:
     """ray.get of several calls, bounded: an actor that does not answer in time is a hang, not a wait."""
     import ray
 
-    try:
-        return ray.get(refs, timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
-        raise ActorDiedError(f"{what} took more than {timeout:.0f} s: a process of the emulation hangs") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_raylet()
+        try:
+            return ray.get(refs, timeout=min(SLICE, max(0.0, deadline - time.monotonic())))
+        except ray.exceptions.GetTimeoutError:
+            if time.monotonic() >= deadline:
+                raise ActorDiedError(f"{what} took more than {timeout:.0f} s: a process of the emulation "
+                                     "hangs") from None
 
 
 def discard(refs) -> None:
@@ -73,7 +89,7 @@ def discard(refs) -> None:
     log their errors as unhandled."""
     import ray
 
-    if refs:
+    if refs and (watch is None or watch.down is None):  # without a raylet they would not come
         done, _ = ray.wait(refs, num_returns=len(refs), timeout=5)
         for r in done:
             try:
