@@ -21,7 +21,9 @@ one that is cut short or damaged is refused, never read as the smaller corpus be
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import lzma
 import os
 import sys
@@ -198,6 +200,26 @@ class Corpus:
             except OSError as e:  # what reading it will say: skipped or refused as it would be uncached
                 h.update(f"\0unreadable {e.errno}\0".encode())
         return h.hexdigest()
+
+
+CLIP_MANIFEST = "manifest.csv"  # written by s2emu synth (host/synth.py): a row per clip
+MANIFEST_NEEDS = ("path", "split", "word", "engine", "voice")
+
+
+def clip_manifest(corpus: Corpus) -> dict[str, dict] | None:
+    """{clip path: its manifest.csv row (split, word, engine, voice, variation drawn)}, or None when the corpus
+    has no manifest (the Google corpus, or one synthesized before manifests existed)."""
+    if not corpus.exists(CLIP_MANIFEST):
+        return None
+    try:
+        text = corpus.read(CLIP_MANIFEST).decode("utf-8")
+    except (AudioError, UnicodeDecodeError) as e:
+        raise S2EmuError(f"{corpus.path}: {CLIP_MANIFEST} cannot be read as UTF-8 text ({e})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in MANIFEST_NEEDS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise S2EmuError(f"{corpus.path}: {CLIP_MANIFEST} has no column {', '.join(missing)}")
+    return {row["path"]: row for row in reader}
 
 
 @dataclass(frozen=True)

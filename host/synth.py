@@ -1,7 +1,8 @@
-"""Synthesize a keyword-spotting corpus in the Google Speech Commands layout with espeak-ng, deterministically.
+"""Synthesize a Speech Commands-style keyword corpus with espeak-ng, flite, festival or pico, deterministically.
 
     python -m s2emu.host.synth OUT_DIR [--seed 0] [--repeats 1] [--unknown-per-voice 3] [--noisy-fraction 0.4]
-        [--snr-db 15 35] [--bits 10] [--voices-train V,V,..] [--voices-test V,..] [--force] [--archive X.tar.xz]
+        [--snr-db 15 35] [--bits 10] [--engines espeak-ng,flite,festival,pico] [--voices-train V,V,..]
+        [--voices-test V,..] [--force] [--archive X.tar.xz]
 
 The defaults make the bundled corpus (data/kws_synth.tar.xz):
     python -m s2emu.host.synth /tmp/kws_synth --archive data/kws_synth.tar.xz
@@ -13,6 +14,7 @@ The corpus looks like the real one, so one loader reads both::
     OUT_DIR/validation_list.txt           relative paths `word/file.wav`, one per line
     OUT_DIR/testing_list.txt              every clip of the held-out (test) voices
     OUT_DIR/MANIFEST.json                 seed, generator version, voices per split, counts, licence note
+    OUT_DIR/manifest.csv                  a row per clip: path, split, word, engine, voice, variation drawn
 
 Every clip is 16 kHz mono 16-bit PCM, exactly 16,000 samples. A *voice* is an espeak-ng accent plus a
 variant, `"en-gb-scotland+f3"`; its 8-hex speaker id is the start of the SHA-256 of that string, so a
@@ -25,6 +27,13 @@ The bundled corpus must fit in a few MB; every training voice is worth more as t
 validation set, and the held-out test voices already measure generalization to unseen speakers. A user
 who wants model selection without touching the test split passes `voices_val` (voices whose variants are
 not test variants; their clips are then in no other split, as the Speech Commands loader expects).
+
+Other engines (issue 20): a voice "flite:slt", "festival:ked_diphone" or "pico:en-GB" (ENGINE_VOICES lists
+each engine's train and test voices). The engine speaks the word at its default; sox changes its tempo and
+pitch, drawn per clip like espeak-ng's knobs; then the same post-processing. Their output is bit-identical
+for a seed for one version of the engine and of sox (recorded in the manifest under "engines"). An
+espeak-ng-only corpus has the MANIFEST.json it always had, so the defaults still remake the bundled corpus
+(plus manifest.csv, which it predates).
 
 Per clip, a numpy Generator seeded by (seed, voice, word, k) draws the espeak-ng speed (120-220 wpm),
 pitch (0-99) and amplitude (-a 40-110), the peak level (gain, -20 to -4 dBFS), the word's onset inside
@@ -53,17 +62,21 @@ noise at training time from _background_noise_, which is cheaper than storing no
 from __future__ import annotations
 
 import argparse
+import csv
+import functools
 import hashlib
 import io
 import json
 import lzma
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
@@ -71,7 +84,7 @@ import numpy as np
 
 from s2emu.errors import S2EmuError
 
-from .audio import AudioError, parse_wav, resample, write_wav
+from .audio import AudioError, parse_wav, read_wav, resample, write_wav
 
 GENERATOR = "s2emu.host.synth"
 VERSION = 1  # bump whenever the output for a given seed changes
@@ -118,6 +131,15 @@ LICENCE = ("Synthesized by s2emu.host.synth: speech from the espeak-ng synthesiz
            "files and no data from the Google Speech Commands corpus were used. Distributed with s2emu (MIT).")
 
 
+OTHER_ENGINES_LICENCE = ("Speech of other engines, also run as separate programs or libraries: flite and the "
+                         "festival voices (BSD-style and X11-style free licences), SVOX pico (Apache-2.0).")
+CLIP_MANIFEST = "manifest.csv"
+# one row per clip; a parameter another engine does not draw is empty (espeak-ng: speed, pitch, amplitude;
+# flite, festival, pico: tempo, pitch_cents)
+MANIFEST_COLUMNS = ("path", "split", "word", "engine", "voice", "speaker", "k", "speed", "pitch", "amplitude",
+                    "tempo", "pitch_cents", "peak_dbfs", "onset", "length", "noise", "snr_db")
+
+
 class SynthError(S2EmuError):
     """The corpus cannot be synthesized (espeak-ng missing or failing, bad knobs, occupied directory)."""
 
@@ -131,6 +153,9 @@ def speaker_id(voice: str) -> str:
 
 
 def _variant(voice: str) -> str:
+    """What makes a voice's timbre: espeak-ng's variant, another engine's speaker (test ones must be unseen)."""
+    if split_voice(voice)[0] != "espeak-ng":
+        return SPEAKERS.get(voice, voice)
     return voice.split("+", 1)[1] if "+" in voice else "(no variant)"
 
 
@@ -140,7 +165,12 @@ def _check_voices(voices, what: str) -> tuple[str, ...]:
     voices = tuple(voices)
     for v in voices:
         if not isinstance(v, str) or not v or any(c.isspace() for c in v) or v.startswith("-"):
-            raise SynthError(f"{what}: {v!r} is not an espeak-ng voice like 'en-us+f3'")
+            raise SynthError(f"{what}: {v!r} is not a voice like 'en-us+f3' (espeak-ng) or 'flite:slt'")
+        engine, name = split_voice(v)
+        # another engine's name goes into a festival Scheme expression or an argv: plain characters only
+        if engine not in ENGINES or (engine != "espeak-ng" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
+            raise SynthError(f"{what}: {v!r} is not a voice: 'NAME' (espeak-ng) or 'ENGINE:NAME' with ENGINE "
+                             f"one of {', '.join(ENGINES[1:])}")
     if len(set(voices)) != len(voices):
         raise SynthError(f"{what}: a voice is listed twice")
     return voices
@@ -196,18 +226,162 @@ def _fix_stream_header(data: bytes) -> bytes:
             + struct.pack("<I", len(data) - i - 8) + data[i + 8:])
 
 
-def trim(x: np.ndarray, *, rel: float = 0.005, margin: int = 160, fade: int = 48) -> np.ndarray:
+def trim(x: np.ndarray, *, rel: float = 0.005, margin: int = 160, fade: int = 48, who: str = "espeak-ng") -> np.ndarray:
     """The word without leading/trailing silence (below rel x peak), a margin kept, faded in and out."""
     a = np.abs(x)
     peak = float(a.max()) if a.size else 0.0
     if peak == 0.0:
-        raise SynthError("espeak-ng produced silence")
+        raise SynthError(f"{who} produced silence")
     idx = np.flatnonzero(a > rel * peak)
     y = np.array(x[max(0, idx[0] - margin):idx[-1] + 1 + margin], np.float64)
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, min(fade, len(y) // 2)))
     y[:len(ramp)] *= ramp
     y[len(y) - len(ramp):] *= ramp[::-1]
     return y
+
+
+# ----------------------------------------------------------------------------------------------- other engines
+
+# A voice of another engine is "engine:name" (a bare voice is espeak-ng's), so voice strings, and with them
+# speaker ids and file names, never collide across engines. Train and test voices of each engine, written out
+# so that installing more voices does not move the split; voices of one speaker (flite's kal and kal16,
+# festival's kal_diphone; flite's slt and festival's cmu_us_slt_arctic_hts) are on the same side.
+ENGINES = ("espeak-ng", "flite", "festival", "pico")
+ENGINE_VOICES = {
+    "flite": {"train": ("kal", "kal16", "rms"), "test": ("awb", "slt")},
+    "festival": {"train": ("kal_diphone",), "test": ("ked_diphone", "cmu_us_slt_arctic_hts")},
+    "pico": {"train": ("en-US",), "test": ("en-GB",)},
+}
+SPEAKERS = {"flite:kal": "kal", "flite:kal16": "kal", "festival:kal_diphone": "kal", "flite:slt": "slt",
+            "festival:cmu_us_slt_arctic_hts": "slt"}
+FESTIVAL_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                     "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices",)
+TEMPO = (0.8, 1.25)  # sox tempo factor (speech rate) for engines other than espeak-ng
+PITCH_CENTS = (-300, 300)  # sox pitch shift
+ENGINE_TIMEOUT = 60.0  # festival loads its voice for every word: slower than espeak-ng
+
+
+def split_voice(voice: str) -> tuple[str, str]:
+    """(engine, the engine's own voice name) of a voice string."""
+    engine, sep, name = voice.partition(":")
+    return (engine, name) if sep else ("espeak-ng", voice)
+
+
+def default_voices(engines, split: str) -> tuple[str, ...]:
+    """The built-in train or test voices of the engines, engine by engine."""
+    out = []
+    for engine in engines:
+        if engine == "espeak-ng":
+            out += VOICES_TRAIN if split == "train" else VOICES_TEST
+        else:
+            out += [f"{engine}:{v}" for v in ENGINE_VOICES[engine][split]]
+    return tuple(out)
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SynthError(f"{name} is not installed (on Debian/Ubuntu: apt-get install {package})")
+    return path
+
+
+def engine_version(engine: str, names) -> str:
+    """The engine's version; fails in one line naming what to install when it, or one of its voices, is missing."""
+    if engine == "espeak-ng":
+        return espeak_version()
+    if engine not in ENGINES:
+        raise SynthError(f"unknown synthesizer engine {engine!r} (known: {', '.join(ENGINES)})")
+    _tool("sox", "sox")  # tempo and pitch of every engine but espeak-ng
+    if engine == "flite":
+        r = subprocess.run([_tool("flite", "flite"), "-lv"], capture_output=True, timeout=ENGINE_TIMEOUT, check=False)
+        have = set(r.stdout.decode(errors="replace").replace("Voices available:", "").split())
+        for name in names:
+            if name not in have:
+                raise SynthError(f"flite has no voice {name!r} (it has: {', '.join(sorted(have))})")
+        r = subprocess.run([_tool("flite", "flite"), "--version"], capture_output=True, timeout=ENGINE_TIMEOUT,
+                           check=False)
+        lines = [ln.strip() for ln in r.stdout.decode(errors="replace").splitlines() if "version" in ln]
+        return lines[0].removeprefix("version:").strip() if lines else "flite"
+    if engine == "festival":
+        _tool("text2wave", "festival")
+        for name in names:
+            if not any(any(Path(d).glob(f"*/{name}")) for d in FESTIVAL_VOICE_DIRS):
+                pkg = FESTIVAL_PACKAGES.get(name, "the festvox package of that voice")
+                raise SynthError(f"festival voice {name!r} is not installed (on Debian/Ubuntu: apt-get install {pkg})")
+        r = subprocess.run([_tool("festival", "festival"), "--version"], capture_output=True,
+                           timeout=ENGINE_TIMEOUT, check=False)
+        return r.stdout.decode(errors="replace").strip().rpartition("festival: ")[2] or "festival"
+    try:
+        import ttspico  # noqa: F401  (SVOX pico, an optional pip package)
+    except ImportError:
+        raise SynthError("SVOX pico is not installed (pip install ttspico)") from None
+    for name in names:
+        if name not in ("en-US", "en-GB"):
+            raise SynthError(f"pico: {name!r} is not an English pico voice (en-US, en-GB)")
+    return "ttspico " + _package_version("ttspico")
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _run(argv: list, what: str) -> bytes:
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=ENGINE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise SynthError(f"{what} timed out after {ENGINE_TIMEOUT:g} s") from None
+    except OSError as e:
+        raise SynthError(f"cannot run {argv[0]} ({e})") from None
+    if r.returncode != 0:
+        msg = r.stderr.decode(errors="replace").strip().splitlines()
+        raise SynthError(f"{what} failed: {msg[-1] if msg else f'exit status {r.returncode}'}")
+    return r.stdout
+
+
+_PICO_LOCK = threading.Lock()  # one pico engine at a time: its C library is not known to be thread-safe
+
+
+@functools.lru_cache(maxsize=256)
+def _engine_audio(engine: str, name: str, word: str) -> tuple[np.ndarray, int]:
+    """The engine's float32 samples and rate for a word, unvaried (cached: only sox varies the repeats)."""
+    if engine == "pico":
+        import ttspico
+        with _PICO_LOCK:
+            pcm = ttspico.TtsEngine(name).speak(word) or b""
+        return np.frombuffer(pcm, "<i2").astype(np.float32) / 32768, 16_000  # pico speaks 16 kHz 16-bit
+    with tempfile.TemporaryDirectory(prefix="s2emu-synth-") as tmp:
+        wav = Path(tmp) / "word.wav"
+        if engine == "flite":
+            _run([_tool("flite", "flite"), "-voice", name, "-t", word, "-o", str(wav)], f"flite {name} {word!r}")
+        else:  # festival's text2wave reads the text from a file
+            (Path(tmp) / "word.txt").write_text(word + "\n")
+            _run([_tool("text2wave", "festival"), "-eval", f"(voice_{name})", "-o", str(wav),
+                  str(Path(tmp) / "word.txt")], f"festival {name} {word!r}")
+        try:
+            audio = read_wav(wav)
+        except AudioError as e:
+            raise SynthError(f"{engine} {name} {word!r}: {e}") from None
+    return audio.samples, audio.rate
+
+
+def _sox_vary(x: np.ndarray, rate: int, tempo: float, cents: int) -> tuple[np.ndarray, int]:
+    """x at another tempo (speech-aware WSOLA) and pitch, by sox; -D: no dither, so the output is
+    deterministic; -G: gain guarded against clipping."""
+    with tempfile.TemporaryDirectory(prefix="s2emu-sox-") as tmp:
+        src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
+        write_wav(src, np.clip(x, -1.0, 1.0), rate)
+        _run([_tool("sox", "sox"), "-D", "-G", "-V1", str(src), "-e", "floating-point", "-b", "32", str(dst),
+              "tempo", "-s", f"{tempo:.4f}", "pitch", str(cents)], "sox")
+        try:
+            audio = read_wav(dst)
+        except AudioError as e:
+            raise SynthError(f"sox: {e}") from None
+    return audio.samples, audio.rate
 
 
 # ----------------------------------------------------------------------------------------------- noise
@@ -255,7 +429,10 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def make_clip(seed: int, voice: str, word: str, k: int, *, noisy_fraction: float, snr_db) -> tuple[np.ndarray, dict]:
     """One 1 s clip (float64 [CLIP]) and the parameters drawn for it."""
+    engine, name = split_voice(voice)
     rng = _rng(seed, "clip", voice, word, k)
+    if engine != "espeak-ng":
+        return _make_other_clip(rng, engine, name, word, noisy_fraction=noisy_fraction, snr_db=snr_db)
     speed = int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1))
     pitch = int(rng.integers(PITCH[0], PITCH[1] + 1))
     amplitude = int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1))
@@ -271,13 +448,42 @@ def make_clip(seed: int, voice: str, word: str, k: int, *, noisy_fraction: float
         speed = round(speed * 1.25)  # too long for 1 s at this speed: say it faster
     else:
         raise SynthError(f"{word!r} by {voice!r} does not fit in 1 s even at {speed} wpm")
+    params = {"speed": speed, "pitch": pitch, "amplitude": amplitude}
+    return _place(w, rng, params, peak_db=peak_db, u_onset=u_onset, noisy=u_noisy < noisy_fraction, kind=kind,
+                  snr=snr)
+
+
+def _make_other_clip(rng, engine: str, name: str, word: str, *, noisy_fraction: float, snr_db):
+    """make_clip for flite, festival and pico: the engine's own voice, then sox's tempo and pitch shift (the
+    same two knobs on every engine), then the post-processing espeak-ng's clips get."""
+    tempo = float(rng.uniform(*TEMPO))
+    cents = int(rng.integers(PITCH_CENTS[0], PITCH_CENTS[1] + 1))
+    peak_db = float(rng.uniform(*PEAK_DBFS))
+    u_onset, u_noisy = float(rng.random()), float(rng.random())
+    kind = NOISES[int(rng.integers(len(NOISES)))]
+    snr = float(rng.uniform(*snr_db))
+    x, rate = _engine_audio(engine, name, word)
+    for _ in range(6):
+        w = trim(resample(*_sox_vary(x, rate, tempo, cents), RATE), who=engine)
+        if len(w) <= CLIP:
+            break
+        tempo = round(tempo * 1.25, 4)  # too long for 1 s at this tempo: say it faster
+    else:
+        raise SynthError(f"{word!r} by {engine}:{name} does not fit in 1 s even at tempo {tempo:g}")
+    params = {"tempo": round(tempo, 4), "pitch_cents": cents}
+    return _place(w, rng, params, peak_db=peak_db, u_onset=u_onset, noisy=u_noisy < noisy_fraction, kind=kind,
+                  snr=snr)
+
+
+def _place(w: np.ndarray, rng, params: dict, *, peak_db: float, u_onset: float, noisy: bool, kind: str, snr: float):
+    """The trimmed word at its level and onset in a 1 s clip, noise mixed in if drawn; (clip, params)."""
     w *= 10 ** (peak_db / 20) / np.abs(w).max()
     onset = int(u_onset * (CLIP - len(w) + 1))
     clip = np.zeros(CLIP)
     clip[onset:onset + len(w)] = w
-    params = {"speed": speed, "pitch": pitch, "amplitude": amplitude, "peak_dbfs": round(peak_db, 2),
-              "onset": onset, "length": len(w), "noise": None, "snr_db": None}
-    if u_noisy < noisy_fraction:
+    params = {**params, "peak_dbfs": round(peak_db, 2), "onset": onset, "length": len(w), "noise": None,
+              "snr_db": None}
+    if noisy:
         rms = np.sqrt(np.mean(w * w))
         clip += noise(kind, CLIP, rng) * rms / 10 ** (snr / 20)
         params.update(noise=kind, snr_db=round(snr, 2))
@@ -336,7 +542,7 @@ def _clear(out: Path) -> None:
     for name in (*COMMANDS, *UNKNOWN_WORDS, "_background_noise_"):
         if (out / name).is_dir():
             shutil.rmtree(out / name)
-    for name in ("validation_list.txt", "testing_list.txt", "MANIFEST.json"):
+    for name in ("validation_list.txt", "testing_list.txt", "MANIFEST.json", CLIP_MANIFEST):
         (out / name).unlink(missing_ok=True)
 
 
@@ -395,7 +601,12 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         raise SynthError(f"noise_seconds must be in [0.1, 600], got {noise_seconds!r}")
     out = Path(out_dir)
     _check_out(out, force)
-    version = espeak_version()  # fails early and clearly without espeak-ng
+    used: dict[str, list] = {}
+    for v in (*voices_train, *voices_val, *voices_test):
+        used.setdefault(split_voice(v)[0], []).append(split_voice(v)[1])
+    # fail early and clearly when an engine, or a voice of it, is missing
+    versions = {engine: engine_version(engine, names) for engine, names in sorted(used.items())}
+    version = versions.get("espeak-ng")
     _clear(out)
     plan = _plan(voices_train, voices_test, voices_val, int(repeats), int(unknown_per_voice), seed)
     manifest = {"generator": GENERATOR, "version": VERSION, "complete": False}
@@ -411,13 +622,16 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
 
     def one(item):
         _, voice, word, k = item
-        clip, _ = make_clip(seed, voice, word, k, noisy_fraction=noisy_fraction, snr_db=(lo, hi))
+        clip, params = make_clip(seed, voice, word, k, noisy_fraction=noisy_fraction, snr_db=(lo, hi))
         write_wav(out / word / f"{speaker_id(voice)}_nohash_{k}.wav", requantize(clip, bits), RATE)
+        return params
 
     pool = ThreadPoolExecutor(max_workers=int(workers))
+    drawn = {}
     try:
-        for done, future in enumerate(as_completed([pool.submit(one, item) for item in plan]), 1):
-            future.result()  # the first failure stops the run; clips not started are cancelled
+        futures = {pool.submit(one, item): item for item in plan}
+        for done, future in enumerate(as_completed(futures), 1):
+            drawn[futures[future]] = future.result()  # the first failure stops the run; the rest are cancelled
             if progress is not None:
                 progress(done, len(plan))
     finally:
@@ -431,6 +645,7 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         counts.setdefault(word, {"train": 0, "validation": 0, "test": 0})[split] += 1
     (out / "validation_list.txt").write_text("".join(p + "\n" for p in sorted(lists["validation"])))
     (out / "testing_list.txt").write_text("".join(p + "\n" for p in sorted(lists["test"])))
+    write_clip_manifest(out / CLIP_MANIFEST, plan, drawn)
 
     manifest = {
         "generator": GENERATOR, "version": VERSION, "complete": True, "seed": seed, "espeak_ng": version,
@@ -448,8 +663,28 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         "counts": {w: counts[w] for w in sorted(counts, key=lambda w: (w not in COMMANDS, w))},
         "totals": {s: sum(c[s] for c in counts.values()) for s in ("train", "validation", "test")},
     }
+    if set(versions) != {"espeak-ng"}:  # an espeak-ng-only corpus keeps the MANIFEST.json it always had
+        manifest["engines"] = versions
+        manifest["licence"] = LICENCE + " " + OTHER_ENGINES_LICENCE
+        manifest["per_clip"].update(tempo=list(TEMPO), pitch_cents=list(PITCH_CENTS))
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def write_clip_manifest(path: Path, plan, drawn: dict) -> None:
+    """manifest.csv: every clip with its split, word, engine, voice and the variation drawn for it, by path."""
+    rows = []
+    for item in plan:
+        split, voice, word, k = item
+        rows.append({"path": f"{word}/{speaker_id(voice)}_nohash_{k}.wav", "split": split, "word": word,
+                     "engine": split_voice(voice)[0], "voice": voice, "speaker": speaker_id(voice), "k": k,
+                     **drawn[item]})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, MANIFEST_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in sorted(rows, key=lambda r: r["path"]):
+        w.writerow({c: "" if row.get(c) is None else row[c] for c in MANIFEST_COLUMNS})
+    path.write_text(buf.getvalue())
 
 
 def pack(corpus_dir, archive, *, preset: int = 9) -> Path:
@@ -503,8 +738,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="s2emu synth", description=__doc__.split("\n")[0])
     p.add_argument("out_dir", help="corpus folder to write (must be empty unless --force)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--voices-train", default=None, help="comma-separated espeak-ng voices (default: 98 built in)")
-    p.add_argument("--voices-test", default=None, help="comma-separated espeak-ng voices (default: 24 built in)")
+    p.add_argument("--engines", default="espeak-ng",
+                   help=f"comma-separated synthesizers whose built-in voices are used: {', '.join(ENGINES)} "
+                        f"(default espeak-ng: 98 train and 24 test voices)")
+    p.add_argument("--voices-train", default=None,
+                   help="comma-separated voices, 'en-us+f3' (espeak-ng) or 'ENGINE:NAME' such as 'flite:slt' "
+                        "(default: the engines' built-in train voices; '' for none)")
+    p.add_argument("--voices-test", default=None, help="comma-separated voices (default: the engines' test voices)")
     p.add_argument("--voices-val", default="", help="comma-separated voices for validation_list.txt (default none)")
     p.add_argument("--repeats", type=int, default=1, help="clips of each command per voice")
     p.add_argument("--unknown-per-voice", type=int, default=3)
@@ -526,9 +766,15 @@ def main(argv=None) -> int:
     try:
         if a.archive and not a.archive.endswith(".tar.xz"):
             raise SynthError(f"--archive {a.archive}: the archive name must end in .tar.xz")
+        engines = tuple(dict.fromkeys(e.strip() for e in a.engines.split(",") if e.strip()))
+        for e in engines:
+            if e not in ENGINES:
+                raise SynthError(f"--engines: unknown engine {e!r} (known: {', '.join(ENGINES)})")
+        if not engines:
+            raise SynthError("--engines: no engine")
         m = synthesize(a.out_dir, seed=a.seed,
-                       voices_train=VOICES_TRAIN if a.voices_train is None else a.voices_train,
-                       voices_test=VOICES_TEST if a.voices_test is None else a.voices_test,
+                       voices_train=default_voices(engines, "train") if a.voices_train is None else a.voices_train,
+                       voices_test=default_voices(engines, "test") if a.voices_test is None else a.voices_test,
                        voices_val=a.voices_val, repeats=a.repeats, unknown_per_voice=a.unknown_per_voice,
                        noisy_fraction=a.noisy_fraction, snr_db=tuple(a.snr_db), bits=a.bits,
                        noise_seconds=a.noise_seconds, workers=a.workers, force=a.force, progress=report)

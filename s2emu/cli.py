@@ -269,13 +269,21 @@ def cmd_eval(args) -> dict:
     recipe = _load(args)
     path, weights, meta = _trained_model(recipe, args.model)
     recipe = eval_recipe(recipe, args.split, args.batch)
+    if args.by:
+        from .evalby import clip_groups, evaluate_by
+        groups = clip_groups(recipe, args.by)
     progress = ProgressBar(f"eval {recipe.name}", enabled=not args.quiet)
+
+    def evaluate(recipe, progress=None):
+        return run(recipe, engine=args.engine, address=args.address, transport=args.transport,
+                   pes_per_process=args.pes_per_process, window=args.window, progress=progress, weights=weights)
     try:
-        result = run(recipe, engine=args.engine, address=args.address, transport=args.transport,
-                     pes_per_process=args.pes_per_process, window=args.window, progress=progress, weights=weights)
+        result = evaluate(recipe, progress)
     finally:
         progress.stop()
     out = eval_report(result, recipe, path, meta)
+    if args.by:
+        out["by"] = evaluate_by(recipe, groups, result, evaluate)
     _warn_skipped(out, args.quiet)
     if not args.json:
         t = Table(title=f"{recipe.name}: model {path}")
@@ -288,6 +296,11 @@ def cmd_eval(args) -> dict:
         per_class = np.diag(np.asarray(out["confusion"])) / np.maximum(np.asarray(out["confusion"]).sum(1), 1)
         t.add_row("recall per class", " ".join(f"{c}:{r:.2f}" for c, r in zip(out["classes"], per_class)))
         out_console.print(t)
+        if args.by:
+            t = Table(args.by, "clips", "accuracy", "balanced accuracy", title=f"by {args.by}")
+            for name, g in out["by"].items():
+                t.add_row(name, str(g["n"]), f"{g['accuracy']:.4f}", f"{g['balanced_accuracy']:.4f}")
+            out_console.print(t)
     return out
 
 
@@ -609,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, default=64, help="streams evaluated side by side (default 64)")
     sp.add_argument("--skip-bad", action="store_true", default=None,
                     help="leave out corpus files that cannot be read (listed) instead of failing")
+    sp.add_argument("--by", choices=["engine", "voice"],
+                    help="also accuracy per synthesizer engine or voice (needs the corpus's manifest.csv)")
     engine_options(sp)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = sub.add_parser("stream", help="stream audio through the chip in real time, with a live view")
@@ -648,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", metavar="DIR", help="where scale.{csv,md,json,png} go (default runs/scale/<recipe>)")
     sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     sp.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng (s2emu synth --help)", add_help=False)
+    sub.add_parser("synth", help="synthesize a keyword corpus with espeak-ng, flite, festival or pico "
+                   "(s2emu synth --help)", add_help=False)
     sp = sub.add_parser("memory", help="per-PE SRAM table and totals")
     common(sp)
     sp = sub.add_parser("map", help="placement, keys and routing table report")
