@@ -26,15 +26,14 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from s2emu.atomic import write_atomically
 from s2emu.errors import S2EmuError
 
 BUNDLED = Path(__file__).resolve().parents[1] / "data" / "mnist_10k.npz"
@@ -307,24 +306,19 @@ def stratified_split(labels: np.ndarray, n_test: int, *, seed: int = 0) -> tuple
 
 def _save_npz(path: Path, arrays: dict) -> None:
     """np.savez_compressed's format (.npy entries, deflated) with fixed timestamps: same input, same bytes."""
-    # a temporary file of its own (not a fixed name two runs would write into together), replaced atomically
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    except OSError as e:
-        raise MnistError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
             for key, a in arrays.items():
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
                 info = zipfile.ZipInfo(key + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
                 info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
                 zf.writestr(info, buf.getvalue(), compresslevel=9)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the bundle is data to share
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    try:
+        write_atomically(path, write)
+    except OSError as e:
+        raise MnistError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def bundle(tarball, out, *, n_test: int = 2000, seed: int = 0, licence_out=None) -> dict:

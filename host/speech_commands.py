@@ -28,7 +28,6 @@ import lzma
 import os
 import sys
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from s2emu.atomic import write_atomically
 from s2emu.errors import S2EmuError
 from s2emu.progress import ProgressBar
 
@@ -344,20 +344,9 @@ def _save_cache(f: Path, **arrays) -> None:
     entry must not write into one temporary file)."""
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f.stem + ".", suffix=".tmp")
+        write_atomically(f, lambda out: np.savez(out, **arrays))
     except OSError:
-        return  # a read-only cache only costs time
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(tmp, f)
-        done = True
-    except OSError:
-        pass
-    finally:
-        if not done:
-            Path(tmp).unlink(missing_ok=True)
+        pass  # a read-only or full cache only costs time
 
 
 def _split_features(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int,

@@ -68,7 +68,6 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import re
 import shutil
 import struct
@@ -82,6 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s2emu.atomic import write_atomically
 from s2emu.errors import S2EmuError
 
 from .audio import AudioError, parse_wav, read_wav, resample, write_wav
@@ -715,19 +715,9 @@ def pack(corpus_dir, archive, *, preset: int = 9) -> Path:
     # through a temporary file of its own, replaced atomically: an interrupted pack (or two at once) never
     # leaves a cut archive under the name a recipe reads (data/kws_synth.tar.xz)
     try:
-        fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=archive.name + ".", suffix=".tmp")
+        write_atomically(archive, lambda f: f.write(lzma.compress(buf.getvalue(), preset=preset)))
     except OSError as e:
         raise SynthError(f"{archive}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(lzma.compress(buf.getvalue(), preset=preset))
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the archive is data to share
-        os.replace(tmp, archive)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise SynthError(f"{archive}: cannot write ({e.strerror or e})") from None
-        raise
     return archive
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomically
 from .errors import RecipeError
 
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -172,8 +173,6 @@ def data_from_file(path: str, base_dir: Path | None) -> ArrayData:
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically (a temporary file renamed over the old one)."""
+    """Write atomically (s2emu/atomic.py: a temporary file of its own, renamed over the old one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    write_atomically(path, lambda f: np.savez_compressed(f, **arrays))

@@ -33,7 +33,7 @@ def npz_name(path) -> Path:
 def save_recordings(path: str, arrays: dict) -> Path:
     """One .npz: W/<pre->post> [n_pre, n_post]; spikes/<pop> rows (tick, stream, neuron);
     voltage/<pop> [ticks, streams, neurons] with voltage_ticks/<pop>. Written atomically; returns its path."""
-    from .checkpoint import write_atomically
+    from .atomic import write_atomically
 
     out = {f"W/{k}": v for k, v in arrays["weights"].items()}
     out.update({f"spikes/{k}": v for k, v in arrays["spikes"].items()})
@@ -90,7 +90,7 @@ def _save_outputs(recipe, result, out_dir, quiet) -> dict:
     from pathlib import Path
 
     from . import plots
-    from .checkpoint import write_atomically
+    from .atomic import write_atomically
     from .model import save_model
 
     out = Path(out_dir)

@@ -17,9 +17,9 @@ from .network import Network
 
 
 def save_model(path, weights: dict[str, np.ndarray], meta: dict) -> Path:
-    """Write atomically (s2emu/checkpoint.py write_atomically): a crash never leaves half a model behind, and
+    """Write atomically (s2emu/atomic.py write_atomically): a crash never leaves half a model behind, and
     two runs saving to the same path each replace it with a whole model of their own."""
-    from .checkpoint import write_atomically
+    from .atomic import write_atomically
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

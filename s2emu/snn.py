@@ -31,6 +31,7 @@ from .errors import RecipeError, S2EmuError
 from .machine import PRESETS, Machine
 from .network import MAX_DELAY, MODEL_PARAMS
 from .recipe import LEARNING_SCHEMA, POPULATION_SCHEMA, PROJECTION_SCHEMA, Recipe, load_recipe, parse_recipe
+from .atomic import write_atomically
 from .schema import check_table
 
 # the recipes' models, and py-spinnaker2's name for an input of spike times
@@ -596,10 +597,8 @@ class Network:
         folder.mkdir(parents=True, exist_ok=True)
         if arrays:
             write_npz(npz, arrays)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(toml_text(doc, f"written by s2emu.snn Network.to_recipe from network '{self.name}'"),
-                       encoding="utf-8")
-        tmp.replace(path)
+        text = toml_text(doc, f"written by s2emu.snn Network.to_recipe from network '{self.name}'")
+        write_atomically(path, lambda f: f.write(text.encode("utf-8")))
         return path
 
     def __repr__(self):
