@@ -27,12 +27,13 @@ from .neurons import NeuronConstants, surrogate
 from .pe import ProcessingElement
 
 
-def neuron_tick(S, x: list, learn: bool) -> list[int]:
-    """One tick of SCIENCE.md's neuron dynamics and, if `learn`, its e-prop eligibility traces, on the state
-    of S: a NeuronPE, or a group of them stepped together as one wide PE (cores/group.py: its members side by
-    side on the neuron axis). Every operation is elementwise but the ordered synaptic sum, so a group's result
-    is each of its PEs' own, bit for bit. x: per projection, presynaptic values [B, n_pre] or None. Returns
-    the active presynaptic rows per projection."""
+def neuron_tick(S, x: list, learn: bool, step: int) -> list[int]:
+    """One tick of SCIENCE.md's neuron dynamics and, if `learn`, its e-prop eligibility traces (and the spike
+    count of the firing-rate regularization, whose signal online learning folds in here), on the state of S: a
+    NeuronPE, or a group of them stepped together as one wide PE (cores/group.py: its members side by side on
+    the neuron axis). Every operation is elementwise but the ordered synaptic sum, so a group's result is each
+    of its PEs' own, bit for bit. x: per projection, presynaptic values [B, n_pre] or None; step: the model
+    step within the sample, 0 .. T-1. Returns the active presynaptic rows per projection."""
     c = S.c
     S.I[...] = 0
     rows = [0 if xq is None else synaptic_sum(S.I, xq, S.W[q]) for q, xq in enumerate(x)]
@@ -52,14 +53,29 @@ def neuron_tick(S, x: list, learn: bool) -> list[int]:
         psi = surrogate(S.lc["surrogate"], u, c.v_th)
         for q, xq in enumerate(x):
             eprop_traces(S, q, np.zeros(S.ebar[q].shape[:-1], np.float32) if xq is None else xq, psi)
+        if S.spike_count is not None:
+            S.spike_count += S.z
+            if S.online:
+                fold_learning_signal(S, rate_signal(S, step))
     return rows
+
+
+def rate_signal(S, step: int) -> np.ndarray:
+    """The firing-rate regularization's learning signal [B, n] after model step `step` of a sample (S: a NeuronPE
+    or a group, as in neuron_tick): c_reg (1 - kappa) (f_j - f_target) / T, f_j the neuron's spikes per step so
+    far in the sample, at its last step its rate over the sample (docs/learning-rules.md)."""
+    scale, target = S.rate_reg
+    return scale * (S.spike_count / np.float32(step + 1) - target)
 
 
 def fold_learning_signal(S, L: np.ndarray) -> None:
     """The learning signal L [B, n] folded into S's gradient slots (S: a NeuronPE, or a group of them, as in
     neuron_tick): online, grad += sum_b L_b ebar_b in stream order; at the end of a sample the slot holds the
     ebar sum, which becomes the gradient (at batch 1 in place, as on the chip; with B streams summed into
-    slot 0, which carries the batch gradient to apply_update)."""
+    slot 0, which carries the batch gradient to apply_update). At the end of a sample the firing-rate
+    regularization's signal of the whole sample is added to L: both multiply the ebar sum."""
+    if S.spike_count is not None and not S.online:
+        L = L + rate_signal(S, S.T - 1)
     for q in range(len(S.projections)):
         if S.online:
             for b in range(S.B):
@@ -75,7 +91,8 @@ def fold_learning_signal(S, L: np.ndarray) -> None:
 
 def apply_update(S, lr: float, t: int) -> None:
     """Adam step t of every incoming projection of S (a NeuronPE or a group) from its gradient slot, averaged
-    over the streams, then cleared; a self-recurrent projection's diagonal (no self-connections) stays 0."""
+    over the streams, then cleared, as is the spike count of the firing-rate regularization; a self-recurrent
+    projection's diagonal (no self-connections) stays 0."""
     for q, pr in enumerate(S.projections):
         g = S.grad[q] if S.online else S.grad[q][0]
         g /= np.float32(S.B)
@@ -83,6 +100,8 @@ def apply_update(S, lr: float, t: int) -> None:
             g[S.diagonal] = 0
         S.adam[q].step(S.W[q], g, lr, t)
         S.grad[q][...] = 0
+    if S.spike_count is not None:
+        S.spike_count[...] = 0
 
 
 class NeuronPE(ProcessingElement):
@@ -114,6 +133,12 @@ class NeuronPE(ProcessingElement):
         self.a = L.alloc("a", (n,), batched=True) if self.c.adaptive else None
         self.z = L.alloc("z", (n,), batched=True)
         self.I = L.alloc("synaptic_input", (n,), batched=True)
+        # firing-rate regularization, only when on: each neuron's spikes in the sample so far (held, like the
+        # gradient slot, until the update clears it), and rate_signal's float32 constants
+        reg = self.learning and lc["reg_rate"] > 0
+        self.spike_count = L.alloc("spike_count", (n,), batched=True) if reg else None
+        self.rate_reg = (np.float32(lc["reg_rate"] * (1 - self.c.kappa) / self.T),
+                         np.float32(config["target_rate"])) if reg else None
         self.out_keys = np.asarray(config["out_keys"], dtype=np.uint32)
         self.record_spikes, self.record_voltage = config["record"]["spikes"], config["record"]["voltage"]
         self.spike_log: list[np.ndarray] = []
@@ -147,7 +172,7 @@ class NeuronPE(ProcessingElement):
             return self._out(tick)
         # traces only where the sample learns: a test sample's would never meet a learning signal (the readout
         # sends none, and the last one of a training sample arrives at the next sample's tick 0, before reset)
-        return self._advance(tick, x, self.learning and self.clock.learns(sample))
+        return self._advance(tick, x, self.learning and self.clock.learns(sample), s - self.offset)
 
     def _reset(self):
         # not the gradient slot: at the end of a sample it holds the ebar sum until the learning signal
@@ -156,8 +181,8 @@ class NeuronPE(ProcessingElement):
             if arr is not None:
                 arr[...] = 0
 
-    def _advance(self, tick, x, learn: bool) -> PacketBatch:
-        self._note_work(self._tick_work(neuron_tick(self, x, learn), learn))
+    def _advance(self, tick, x, learn: bool, step: int) -> PacketBatch:
+        self._note_work(self._tick_work(neuron_tick(self, x, learn, step), learn))
         return self._emit(tick)
 
     def _tick_work(self, rows: list[int], learn: bool) -> tuple[int, int, int]:
@@ -178,14 +203,21 @@ class NeuronPE(ProcessingElement):
 
     def _trace_work_per_tick(self) -> tuple[int, int]:
         """(MACs, SRAM words) of one tick of traces. Per synapse and stream: epsv 1 MAC (per source: per row),
-        epsa 3, e 3, ebar 1, the ebar sum 1; words: epsv, epsa, ebar and the sum each read and written."""
+        epsa 3, e 3, ebar 1, the ebar sum 1; words: epsv, epsa, ebar and the sum each read and written. With
+        firing-rate regularization, per neuron and stream the spike count (1, read and written) and online its
+        signal (1 per neuron, then per synapse 1 into the gradient, read and written)."""
         macs = words = 0
         adaptive, summed = int(self.c.adaptive), int(not self.online)
+        reg = self.rate_reg is not None
+        folded = int(reg and self.online)
         for pr in self.projections:
             syn = pr["n_pre"] * self.n * self.B
             ev_ops = syn if self.per_synapse else pr["n_pre"] * self.B
-            macs += ev_ops + syn * (3 * adaptive + 3 + 1 + summed)
-            words += 2 * ev_ops + 2 * syn * (adaptive + 1 + summed)
+            macs += ev_ops + syn * (3 * adaptive + 3 + 1 + summed + folded)
+            words += 2 * ev_ops + 2 * syn * (adaptive + 1 + summed + folded)
+        if reg:
+            macs += self.n * self.B * (1 + folded)
+            words += 2 * self.n * self.B
         return macs, words
 
     def _emit(self, tick) -> PacketBatch:

@@ -123,6 +123,7 @@ class NeuronGroup:
         self.W, self.epsv, self.epsa, self.ebar, self.grad = (
             [whole(a) for a in arrays] for arrays in (m0.W, m0.epsv, m0.epsa, m0.ebar, m0.grad))
         self.v, self.a, self.z, self.I = (whole(a) for a in (m0.v, m0.a, m0.z, m0.I))
+        self.spike_count, self.rate_reg, self.T = whole(m0.spike_count), m0.rate_reg, m0.T  # rate regularization
         self.c, self.lc, self.projections = m0.c, m0.lc, m0.projections
         self.per_synapse, self.online, self.B = m0.per_synapse, m0.online, m0.B
         # what apply_update (cores/eprop_pe.py) reads: the optimizer over the group's moments, every member's
@@ -244,7 +245,7 @@ class NeuronGroup:
         for p, L in signals:
             self._each(p)._take_learning_signal(L, inbounds[p].tick)
         learn = m0.learning and m0.clock.learns(sample)
-        rows = neuron_tick(self, x, learn)  # every member's rows: they share the input
+        rows = neuron_tick(self, x, learn, s - m0.offset)  # every member's rows: they share the input
         work = m0._tick_work(rows, learn)  # and so every member's work: they have one shape
         outs = []
         if self.B == 1:  # spikes alone: the neurons that fired found once, member p's fired[cut[p]:cut[p + 1]]

@@ -21,7 +21,7 @@ from .host.base import Plan, make_plan
 from .host.datasets import Dataset, load_dataset, placeholder_dataset
 from .network import initial_weights, random_feedback
 from .errors import RecipeError
-from .recipe import Recipe
+from .recipe import Recipe, target_spikes_per_tick
 from .router.mapper import Mapping, map_network, partition_name
 
 
@@ -303,7 +303,8 @@ def _spiking_configs(recipe: Recipe, mapping: Mapping, B: int, clock: dict, weig
         if pop.is_neuron:
             params = {k: pop.param(k) for k in pop.params_for(pop.model)}
             cfg.update(role="neuron", constants=asdict(NeuronConstants.make(pop.model, tau_out=tau_out, **params)),
-                       out_keys=mapping.keys.keys(partition_name(pop.name, "spikes"), v.slice_index))
+                       out_keys=mapping.keys.keys(partition_name(pop.name, "spikes"), v.slice_index),
+                       target_rate=target_spikes_per_tick(lc, recipe.data))
             if lc.rule != "none":
                 km.add(mapping.keys.keys(partition_name(pop.name, "errors"), v.slice_index), KIND_ERROR, -1)
         else:

@@ -8,7 +8,9 @@ A recurrent projection of delay d feeds step t with the spikes of step t - d.
 
 Supports the topology e-prop recipes use: input -> one spiking population (with or without recurrence)
 -> readout. Online learning signals carry the chip's delay: L(t), computed by the readout from y(t),
-meets the eligibility trace ebar(min(t + d_out, T-1)).
+meets the eligibility trace ebar(min(t + d_out, T-1)). Firing-rate regularization (docs/learning-rules.md): the
+signal c_reg (1 - kappa) (f_j - f_target) / T, from the spikes per step so far, meets ebar(t) at every step online,
+and at the end of a sample, from the sample's rate, it is added to the task's signal.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from .cores.neurons import NeuronConstants, surrogate
 from .host.base import TEST, TRAIN
 from .network import initial_weights, random_feedback
+from .recipe import target_spikes_per_tick
 
 
 class _Adam:
@@ -63,6 +66,7 @@ def golden_run(b) -> dict:
     f32 = np.float32
     eye = np.eye(K, dtype=np.float32)
     offdiag = (1 - np.eye(n, dtype=np.float32))[None]
+    reg_scale, reg_target = f32(lc.reg_rate * (1 - c.kappa) / T), f32(target_spikes_per_tick(lc, r.data))
     spikes, scores = [], np.zeros((len(plan.split), B, K), np.float32)
     updates = 0
 
@@ -89,6 +93,7 @@ def golden_run(b) -> dict:
         E = {q: np.zeros((B, pre_n[q], n), np.float32) for q in keys}
         grad = {q: np.zeros((pre_n[q], n), np.float32) for q in keys}
         grad_out = np.zeros((n, K), np.float32)
+        count = np.zeros((B, n), np.float32)  # spikes so far, for the rate regularization
         signals = {}  # online: L(t) by the step whose trace it meets, t + d_out
         F = W["out"] if fb is None else fb
         z_hist = [np.zeros((B, n), np.float32)] * d_rec  # z(t - d_rec) .. z(t - 1)
@@ -119,6 +124,11 @@ def golden_run(b) -> dict:
                         e = e * offdiag
                     ebar[q] = kappa * ebar[q] + e
                     E[q] += ebar[q]
+                count += z
+                if lc.reg_rate and lc.signal == "online":  # the regularization's signal meets ebar(t)
+                    L_reg = reg_scale * (count / f32(t + 1) - reg_target)
+                    for q in keys:
+                        grad[q] += np.einsum("bj,bij->ij", L_reg, ebar[q])
                 if t in signals:  # online: L(t - d_out) meets ebar(t)
                     L = signals.pop(t)
                     for q in keys:
@@ -141,6 +151,8 @@ def golden_run(b) -> dict:
         if lc.signal == "end_of_sample":
             err = softmax(y_mean) - onehot
             L = err @ F.T / f32(T)
+            if lc.reg_rate:  # the sample's rate regularization rides on its one signal
+                L = L + reg_scale * (count / f32(T) - reg_target)
             grad_out = np.einsum("bj,bk->jk", zbar_sum, err) / f32(T)
             for q in keys:
                 grad[q] = np.einsum("bj,bij->ij", L, E[q])

@@ -107,6 +107,8 @@ class LearningSpec:
     beta2: float = 0.999
     eps: float = 1e-5
     l2: float = 0.0
+    reg_rate: float = 0.0  # e-prop: firing-rate regularization c_reg, 0 = off (docs/learning-rules.md)
+    target_rate_hz: float = 10.0  # e-prop: the rate it pulls each neuron towards
     l1: float = 1e-5  # DEEP R: L1 shrinkage of theta per sample (times lr)
     noise: float = 3e-4  # DEEP R: exploration noise, lr * noise * N(0, 1) per sample
     rewire_every: int = 10  # DEEP R: samples between rewirings

@@ -72,6 +72,8 @@ LEARNING_SCHEMA = {
     "beta2": (float, 0.999, _in_range(0.0, 0.999999999)),
     "eps": (float, 1e-5, _positive),
     "l2": (float, 0.0, _non_negative),
+    "reg_rate": (float, 0.0, _non_negative),  # e-prop: firing-rate regularization c_reg; 0 = off
+    "target_rate_hz": (float, 10.0, _non_negative),  # e-prop: its target rate (Hz; target_spikes_per_tick)
     "l1": (float, 1e-5, _non_negative),
     "noise": (float, 3e-4, _non_negative),
     "rewire_every": (int, 10, _positive),
@@ -209,6 +211,31 @@ def load_recipe(spec: str) -> Recipe:
         raise RecipeError(f"{spec}: {e}") from None
 
 
+DEFAULT_TICK_SECONDS = 1e-3  # a tick of data with no physical step: 1 ms, the step of Bellec et al.'s and NEST's e-prop
+
+
+def target_spikes_per_tick(learning: LearningSpec, data: dict) -> float:
+    """The firing-rate regularization's target, learning.target_rate_hz, in spikes per tick: one tick is one step
+    of the data (s2emu/runner.py step_seconds: keyword spotting's hop, about 10 ms), or 1 ms where the data has
+    no physical time."""
+    from .runner import step_seconds  # runner imports this module
+    return learning.target_rate_hz * (step_seconds(data) or DEFAULT_TICK_SECONDS)
+
+
+def check_rate_regularization(learning: LearningSpec, data: dict) -> None:
+    """reg_rate is e-prop's (the other rules' PEs have no use for it), and a target a neuron can reach: a spike
+    per tick at most."""
+    if learning.reg_rate > 0 and learning.rule != "eprop":
+        raise RecipeError(f"'learning.reg_rate' (firing-rate regularization) applies to e-prop only, not to rule "
+                          f"{learning.rule!r}; leave it at 0")
+    target = target_spikes_per_tick(learning, data) if learning.rule == "eprop" else 0.0
+    if target > 1:
+        ticks_per_second = learning.target_rate_hz / target
+        raise RecipeError(f"'learning.target_rate_hz' {learning.target_rate_hz:g} Hz is {target:.3g} spikes per tick "
+                          f"of {1000 / ticks_per_second:.3g} ms; a neuron fires at most once a tick "
+                          f"({ticks_per_second:.4g} Hz)")
+
+
 def check_blocks(network: Network, blocks) -> None:
     """BPTT's local blocks: consecutive runs of the stack's hidden layers that together cover it, in order."""
     hidden = [h.name for h, _, _ in network.spiking_stack()]
@@ -263,6 +290,7 @@ def parse_recipe(doc: dict, source: str = "", base_dir: Path | None = None) -> R
         raise RecipeError(f"'schedule.batch' must be 1 for DEEP R (online SGD, one sample at a time, as on "
                           f"the chip), got {d['schedule']['batch']}")
     data = check_data_table(d["data"], network, base_dir)
+    check_rate_regularization(learning, data)
     for kind in ("spikes", "voltage"):
         for name in d["record"][kind]:
             if not isinstance(name, str) or name not in network.names:

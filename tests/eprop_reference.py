@@ -9,7 +9,12 @@ Where SCIENCE.md is silent the project's documented choices hold (README.md, cor
 - model step t takes the input frame x(t) and the recurrent spikes z(t-1); all state starts at 0 each sample;
 - LIF is ALIF with beta = 0 (s2emu/network.py);
 - the online learning signal L(t), computed from the readout at step t, travels one tick, so it meets the
-  eligibility trace of step t+1; the last one, L(T-1), has no step T and meets ebar(T-1).
+  eligibility trace of step t+1; the last one, L(T-1), has no step T and meets ebar(T-1);
+- firing-rate regularization (Bellec et al. 2020, Methods; docs/learning-rules.md), the loss
+  E_reg = c_reg / 2 sum_j (f_j - f_target)^2 with f_j neuron j's spikes per step over the sample, reaches the
+  weights as a second learning signal L_reg_j = c_reg (1 - kappa) (f_j - f_target) / T on the same ebar: at the
+  end of a sample with the sample's f_j; online at every step t, with f_j(t) = its spikes up to t / (t + 1),
+  meeting ebar(t) (it is the neuron's own, it does not travel).
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ def softmax(y):
 
 
 def eprop_sample(x, label, w_in, w_rec, w_out, feedback, *, tau_m, tau_a, tau_out, v_th, beta,
-                 surrogate="multi_gaussian", signal="end_of_sample"):
+                 surrogate="multi_gaussian", signal="end_of_sample", reg_rate=0.0, target_rate=0.0):
     """One sample through the ALIF network and its e-prop gradient.
 
     x [T, n_in]; w_in [n, n_in]; w_rec [n, n] or None (no recurrence); w_out [K, n]; feedback [K, n]: the
-    matrix the learning signal goes through (w_out itself for symmetric e-prop, B for random e-prop).
+    matrix the learning signal goes through (w_out itself for symmetric e-prop, B for random e-prop);
+    reg_rate: c_reg, target_rate: f_target in spikes per step (0: no rate regularization).
     Returns the forward pass (z, v [T, n], y [T, K]) and the gradients d_in, d_rec, d_out shaped as the weights.
     """
     x = np.asarray(x, np.float64)
@@ -78,18 +84,21 @@ def eprop_sample(x, label, w_in, w_rec, w_out, feedback, *, tau_m, tau_a, tau_ou
         zbar = kappa * zbar + z
         zs.append(z), vs.append(v), ys.append(w_out @ zbar), zbars.append(zbar), ebars.append(ebar)
         z_prev = z
-    y, zbar = np.array(ys), np.array(zbars)
+    y, zbar, z = np.array(ys), np.array(zbars), np.array(zs)
+    rate = np.cumsum(z, axis=0) / np.arange(1, T + 1)[:, None]  # f_j(t): spikes per step up to step t
+    L_reg = reg_rate * (1 - kappa) * (rate - target_rate) / T  # [T, n]; at T-1 from the sample's rate f_j
 
     if signal == "end_of_sample":  # L_j = sum_k B_kj (softmax_k(mean y) - onehot_k) / T
         err = softmax(y.mean(axis=0)) - onehot
         L = feedback.T @ err / T
-        grad = L[:, None] * ebar_sum  # dE/dW_ji = L_j sum_t ebar_ji(t)
+        grad = (L + L_reg[-1])[:, None] * ebar_sum  # dE/dW_ji = (L_j + L_reg_j) sum_t ebar_ji(t)
         d_out = np.outer(err, zbar.mean(axis=0))  # mean_t err_k zbar_j(t)
     elif signal == "online":  # framewise loss: L_j(t) = sum_k B_kj (softmax_k(y(t)) - onehot_k) / T
         err = np.array([softmax(y[t]) - onehot for t in range(T)])
         grad = sum((feedback.T @ err[t] / T)[:, None] * ebars[min(t + 1, T - 1)] for t in range(T))
+        grad = grad + sum(L_reg[t][:, None] * ebars[t] for t in range(T))
         d_out = err.T @ zbar / T
     else:
         raise ValueError(signal)
-    return {"z": np.array(zs), "v": np.array(vs), "y": y, "d_in": grad[:, :n_in],
+    return {"z": z, "v": np.array(vs), "y": y, "d_in": grad[:, :n_in],
             "d_rec": None if w_rec is None else grad[:, n_in:], "d_out": d_out}

@@ -145,7 +145,9 @@ def compare(recipe, chip_run=None):
         for stream, i in enumerate(streams):
             r = ref.eprop_sample(b.dataset.x_train[i], int(b.dataset.y_train[i]), w["input->hidden"],
                                  w.get("hidden->hidden"), w["hidden->out"], w["hidden->out"] if fb is None else fb,
-                                 tau_out=TAU_OUT, beta=beta, surrogate=lc.surrogate, signal=lc.signal, **params)
+                                 tau_out=TAU_OUT, beta=beta, surrogate=lc.surrogate, signal=lc.signal,
+                                 # the patterns data has no physical step: a tick is 1 ms (docs/learning-rules.md)
+                                 reg_rate=lc.reg_rate, target_rate=lc.target_rate_hz / 1000, **params)
             for key in keys:  # the batch's gradient: the mean over its streams
                 batch_grad[key] = batch_grad[key] + r[key] / len(streams)
             mine = spikes[(spikes[:, 0] >= step * S) & (spikes[:, 0] < (step + 1) * S) & (spikes[:, 1] == stream)]
