@@ -389,6 +389,18 @@ def s_window(r: Result) -> tuple[str, str]:
             figs + f"; same digest: {_yes(d.get('same_digest'))}")
 
 
+def s_netns_latency(r: Result) -> tuple[str, str]:
+    d, m = r.data, r.data["model"]
+    figs = "; ".join(f"{x['delay_ms']:g} ms: " + " / ".join(f"{y['ms_per_tick']:.1f}" for y in d["rows"]
+                                                            if y["delay_ms"] == x["delay_ms"])
+                     for x in d["rows"] if x["window"] == d["rows"][0]["window"])
+    windows = " / ".join(str(x["window"]) for x in d["rows"] if x["delay_ms"] == d["rows"][0]["delay_ms"])
+    return (f"ray engine over {d['nodes']} namespaced nodes, {d['chips']} chips, {d['hops']} hop rounds: ms per tick "
+            f"against added one-way delay, window {windows}, median of {d['repeats']}",
+            f"{figs}; model {m['compute_ms']:.1f} + ({m['exchange_ms']:.1f} + {m['latency_exposure']:.2f} x hops x "
+            f"latency) / K; same digest: {_yes(d.get('same_digest'))}")
+
+
 def s_soak(r: Result) -> tuple[str, str]:
     d = r.data
     return (f"{d['minutes']:.0f} min of keyword audio paced to real time, {d['engine']} engine",
@@ -474,13 +486,14 @@ def s_sweep(r: Result) -> tuple[str, str]:
 
 SUMMARIES = {"run": s_run, "stream_rtf": s_stream_rtf, "nest_eprop": s_nest_eprop,
              "train_throughput": s_train_throughput, "full_chip": s_full_chip, "mesh": s_mesh, "window": s_window,
+             "netns_latency": s_netns_latency,
              "soak": s_soak, "smoke": s_smoke, "ray_transport": s_ray_transport, "deepr_mnist": s_deepr_mnist,
              "deepr_scaling": s_deepr_scaling, "bptt_scaling": s_bptt_scaling, "scale": s_scale, "sweep": s_sweep}
 
 # the page's order: what a reader asks first
 ORDER = ["kws_train", "stream_rtf", "nest_eprop", "train_throughput", "deepr_mnist", "deepr_scaling",
          "sweep_kws", "sweep_digits", "bptt_scaling", "full_chip", "full_chip_ppp4", "full_chip_2chips_ppp4",
-         "mesh", "window", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
+         "mesh", "window", "netns_latency", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
 
 
 def summary(r: Result) -> tuple[str, str]:

@@ -83,6 +83,7 @@ class Door:
         passed, conn = None, None
         try:
             _io_timeout(sock, READ_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as links.py no_delay, the router's end
             conn = Connection(os.dup(sock.fileno()))
             deliver_challenge(conn, self.authkey)
             answer_challenge(conn, self.authkey)

@@ -272,8 +272,8 @@ class RouterActor:
                 self._send(c, first, m)
             outs = self._collect(first, m)
             t = time.perf_counter()
-            for w in range(m):
-                routed, encoded = self._route(outs[w], first + w), {}
+            for routed in self._route_ticks(outs, first):
+                encoded = {}
                 self.later.append([self._wire(routed[e], encoded) for e in range(self.n)])
                 self.later.popleft()
             self.busy += time.perf_counter() - t
@@ -281,22 +281,35 @@ class RouterActor:
     def _route(self, outs, tick):
         """A tick's packets through the mesh's hop rounds (as router/mesh.py Mesh.route does for all
         chips at once), then delivered to this chip's endpoints."""
+        return self._route_ticks([outs], tick)[0]
+
+    def _route_ticks(self, outs, first):
+        """The packets of ticks first, first + 1, ... (outs[w]: tick first + w's) through the mesh's hop rounds,
+        then delivered: each tick's routed as by _route alone, but one link message per hop round carries
+        every tick's (a window's), so a window of K ticks crosses the links `hops` times, not K x `hops`: on a
+        cluster, a round trip between nodes per hop round of the window instead of per hop round of each tick."""
         if not self.neighbours:
-            return self.router.route(outs, tick)
-        arrived, moving, heading, detours = [], outs, {}, []
+            return [self.router.route(o, first + w) for w, o in enumerate(outs)]
+        m = len(outs)
+        arrived, moving = [[] for _ in range(m)], list(outs)
+        heading, detours = [{} for _ in range(m)], [[] for _ in range(m)]
         for hop in range(self.hops + 1):
-            sent = self.router.forward(moving, heading, hop == self.hops, tick, detours)
+            sent = [self.router.forward(moving[w], heading[w], hop == self.hops, first + w, detours[w])
+                    for w in range(m)]
             if hop == self.hops:
                 break
-            moving, heading, detours = [], {}, []
+            moving, heading, detours = [[] for _ in range(m)], [{} for _ in range(m)], [[] for _ in range(m)]
             try:
-                got = self.exchange.hop({link: encode_many(sent.get(link, [])) for link in self.neighbours})
+                got = self.exchange.hop({link: frame([encode_many(s.get(link, [])) for s in sent])
+                                         for link in self.neighbours})
             except LinkDown as e:
-                self._fail(self._link_down(e.link, tick, e.error))
+                self._fail(self._link_down(e.link, first, e.error))
             for link, msg in got:
-                arrive(decode_many(msg), opposite(link), moving, heading, detours)  # sent by the way they travel
-            arrived += moving
-        return self.router.route(outs, tick, arrived)
+                for w, part in enumerate(unframe(msg, 0, m)):  # sent by the way they travel
+                    arrive(decode_many(part), opposite(link), moving[w], heading[w], detours[w])
+            for w in range(m):
+                arrived[w] += moving[w]
+        return [self.router.route(o, first + w, arrived[w]) for w, o in enumerate(outs)]
 
     def _link_down(self, link, tick, exc):
         return ActorDiedError(f"the router of chip {self.neighbours[link]} (link {LINK_NAMES[link]} of chip "
