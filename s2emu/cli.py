@@ -20,6 +20,7 @@ from rich.table import Table
 from . import __version__
 from .engines import ENGINES, TRANSPORTS
 from .errors import OutputError, S2EmuError
+from .host.download import add_parsers as add_data_parsers, cmd_data  # s2emu data speech-commands
 from .progress import ProgressBar, err_console
 
 out_console = Console()
@@ -671,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     from .nir import add_parsers as add_nir_parsers  # import-nir, export-nir (the nir package loads on use)
     add_nir_parsers(sub)
+    add_data_parsers(sub)
     return p
 
 
@@ -694,7 +696,7 @@ def cmd_export_nir(args) -> dict:
 
 COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
             "map": cmd_map, "sweep": cmd_sweep, "scale": cmd_scale, "import-nir": cmd_import_nir,
-            "export-nir": cmd_export_nir}
+            "export-nir": cmd_export_nir, "data": cmd_data}
 
 
 def main(argv=None) -> int:
