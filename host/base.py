@@ -162,5 +162,6 @@ class Host:
         pred = scores.argmax(1)
         out.update(accuracy=accuracy(truth, pred), balanced_accuracy=balanced_accuracy(truth, pred, C),
                    chance=1.0 / C, test_loss=cross_entropy(scores, truth) if not missing else float("nan"), n_test=int(len(truth)),
-                   confusion=confusion(truth, pred, C).tolist(), missing_outputs=missing)
+                   confusion=confusion(truth, pred, C).tolist(), missing_outputs=missing,
+                   predictions=pred.tolist())  # per test sample, in the data set's order (eval --by)
         return out

@@ -27,8 +27,12 @@ from s2emu.arrays import ArrayData, data_from_file
 from s2emu.errors import RecipeError, S2EmuError
 from s2emu.schema import REQUIRED, _in_range, _non_negative, _one_of, _positive, check_table
 
+from s2emu.progress import ProgressBar
+
+from .augment import AUGMENTATIONS
 from .features import FeatureSpec
 from .speech_commands import COMMANDS, class_names, load_features
+from .synth import ENGINES
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,49 @@ PATTERNS_SCHEMA = {
     "max_rate": (float, 0.5, lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),  # spikes per tick
 }
 
+def _augmentations(v):
+    bad = [a for a in v if a not in AUGMENTATIONS]
+    return f"must name augmentations among {', '.join(AUGMENTATIONS)} (not {bad[0]!r})" if bad else None
+
+
 def _words(v):
     if not v or not all(isinstance(w, str) and w for w in v) or len(set(v)) != len(v):
         return "must be a list of distinct word folder names"
     return None
 
 
+def _count_table(v):
+    """An int, or a table of them per synthesizer engine."""
+    ok = (isinstance(v, int) and not isinstance(v, bool)) or (
+        isinstance(v, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in v.values()))
+    return None if ok else "must be an integer or a table of integers per engine ({ espeak-ng = 2, flite = 40 })"
+
+
+def _voice_list(v):
+    return None if all(isinstance(x, str) and x for x in v) else "must be a list of voice names"
+
+
+# [data.synth]: the corpus s2emu synth makes from these (host/synth.py synthesize), generated on first use and
+# cached (host/synth.generated_corpus); used when data.path is not given
+SYNTH_SCHEMA = {
+    "engines": (list, ["espeak-ng"], lambda v: None if v and all(e in ENGINES for e in v) and len(set(v)) == len(v)
+                else f"must be a list of distinct engines among {', '.join(ENGINES)}"),
+    "voices_train": (list, [], _voice_list),  # [] = the engines' built-in train voices
+    "voices_test": (list, [], _voice_list),  # [] = the engines' built-in test voices
+    "repeats": (object, 1, _count_table),
+    "unknown_per_voice": (object, 3, _count_table),
+    "noisy_fraction": (float, 0.4, _in_range(0.0, 1.0)),
+    "snr_db": (list, [15.0, 35.0], lambda v: None if len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+               and v[0] <= v[1] else "must be [lo, hi] in dB"),
+    "bits": (int, 10, _in_range(8, 16)),
+    "seed": (int, 0, _non_negative),
+}
+
 SPEECH_COMMANDS_SCHEMA = {
     "kind": (str, "speech_commands", None),
-    "path": (str, REQUIRED, None),  # corpus folder or tar archive; relative paths start at the recipe's folder
+    # corpus folder or tar archive; relative paths start at the recipe's folder; "" = the [data.synth] corpus
+    "path": (str, "", None),
+    "synth": SYNTH_SCHEMA,
     "words": (list, list(COMMANDS), _words),  # the command words; every other word folder is _unknown_
     "sample_rate": (int, 16000, _in_range(1000, 192000)),
     "n_fft": (int, 480, _in_range(16, 65536)),
@@ -89,6 +127,10 @@ SPEECH_COMMANDS_SCHEMA = {
     "seed": (int, None, _non_negative),  # silence windows and subsets; default: the recipe seed
     "encoding": (str, "analog", _one_of("analog")),
     "skip_bad": (bool, False, None),  # skip clips that cannot be read (listed in the results) instead of failing
+    # training-time augmentation (host/augment.py): this many augmented copies of every training clip join
+    # the training split, made with the augmentations named (default all of them)
+    "augment_copies": (int, 0, _in_range(0, 100)),
+    "augment": (list, list(AUGMENTATIONS), _augmentations),
 }
 
 MNIST_SCHEMA = {
@@ -173,6 +215,12 @@ def check_data_table(doc, network, base_dir: Path | None = None) -> dict:
         if d["hop"] > d["n_fft"]:
             raise RecipeError(f"'data.hop' ({d['hop']}) must not exceed 'data.n_fft' ({d['n_fft']})")
     _check_sizes(d)
+    if kind == "speech_commands" and not d["path"] and "synth" not in doc:
+        raise RecipeError("'data.path' (a corpus folder or archive) or a [data.synth] table (a corpus to "
+                          "synthesize) is required")
+    if kind == "speech_commands" and doc.get("path") and d["synth"] != check_table({}, SYNTH_SCHEMA, "data.synth"):
+        # (a checked recipe's table, carried with its defaults as the Python API does, is not one given)
+        raise RecipeError("'data': give a corpus path or a [data.synth] table, not both")
     if kind in ("speech_commands", "mnist") and d["path"] and base_dir is not None \
             and not Path(d["path"]).is_absolute():
         d["path"] = str(Path(base_dir) / d["path"])
@@ -272,13 +320,40 @@ def _subset(x, y, n, rng):
     return x[keep], y[keep]
 
 
+def corpus_path(d: dict, *, progress: bool = True) -> str:
+    """The corpus of a speech_commands data table: its path, or the [data.synth] corpus, synthesized into the
+    cache on first use (minutes, with a progress bar) and reused after."""
+    if d["path"]:
+        return d["path"]
+    from .speech_commands import cache_dir
+    from .synth import default_voices, generated_corpus
+    p = d["synth"]
+    engines = tuple(p["engines"])
+    params = {"seed": p["seed"], "voices_train": tuple(p["voices_train"]) or default_voices(engines, "train"),
+              "voices_test": tuple(p["voices_test"]) or default_voices(engines, "test"), "repeats": p["repeats"],
+              "unknown_per_voice": p["unknown_per_voice"], "noisy_fraction": p["noisy_fraction"],
+              "snr_db": tuple(float(x) for x in p["snr_db"]), "bits": p["bits"]}
+    bar = ProgressBar("synthesizing the corpus (once; cached)", unit="clips", enabled=progress)
+
+    def advance(done, total):
+        if bar.bar is None:
+            bar.start(total)
+        bar.advance(1)
+
+    try:
+        return str(generated_corpus(params, root=cache_dir() / "corpora", progress=advance))
+    finally:
+        bar.stop()
+
+
 def load_speech_commands(d: dict, seed: int, *, need_train: bool = True) -> Dataset:
     seed = d["seed"] if d["seed"] is not None else seed
     spec = feature_spec(d)
     splits = (("train",) if need_train else ()) + (d["test_split"],)
     skipped = []
-    feats = load_features(d["path"], spec, tuple(d["words"]), seed=seed, splits=tuple(dict.fromkeys(splits)),
-                          skip_bad=d["skip_bad"], skipped=skipped)
+    feats = load_features(corpus_path(d), spec, tuple(d["words"]), seed=seed, splits=tuple(dict.fromkeys(splits)),
+                          skip_bad=d["skip_bad"], skipped=skipped,
+                          augment=(d["augment_copies"], tuple(d["augment"])))
     rng = np.random.default_rng([seed, 0x5C])
     empty = (np.zeros((0, spec.frames, spec.channels), np.float32), np.zeros(0, np.int64))
     x_tr, y_tr = _subset(*feats["train"], d["max_train"], rng) if need_train else empty

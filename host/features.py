@@ -55,10 +55,25 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(spec: FeatureSpec) -> np.ndarray:
-    """[n_mels, n_fft//2 + 1] triangular filters, evenly spaced on the mel scale, peak 1 at the centre."""
+VTLP_BOUNDARY_HZ = 4800.0  # where the warp of vtlp_warp stops being a plain scaling (Jaitly & Hinton 2013)
+
+
+def vtlp_warp(freqs: np.ndarray, alpha: float, nyquist: float) -> np.ndarray:
+    """Vocal tract length perturbation: frequencies scaled by alpha below a boundary, then a straight line
+    to the Nyquist frequency, which stays put (piecewise linear, as Jaitly & Hinton 2013)."""
+    f = np.asarray(freqs, np.float64)
+    knee = VTLP_BOUNDARY_HZ * min(alpha, 1.0) / alpha
+    tail = nyquist - (nyquist - VTLP_BOUNDARY_HZ * min(alpha, 1.0)) / (nyquist - knee) * (nyquist - f)
+    return np.where(f <= knee, f * alpha, tail)
+
+
+def mel_filterbank(spec: FeatureSpec, vtlp: float = 1.0) -> np.ndarray:
+    """[n_mels, n_fft//2 + 1] triangular filters, evenly spaced on the mel scale, peak 1 at the centre.
+    vtlp != 1: the filters see the spectrum with its frequency axis warped (a longer or shorter vocal tract)."""
     edges = mel_to_hz(np.linspace(hz_to_mel(spec.fmin), hz_to_mel(spec.fmax), spec.n_mels + 2))
     freqs = np.arange(spec.n_fft // 2 + 1) * spec.sample_rate / spec.n_fft
+    if vtlp != 1.0:
+        freqs = vtlp_warp(freqs, vtlp, spec.sample_rate / 2)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     up = (freqs - lo) / (mid - lo)
     down = (hi - freqs) / (hi - mid)
@@ -72,11 +87,11 @@ def band_centres(spec: FeatureSpec) -> np.ndarray:
 class _MelPower:
     """Window, FFT and filterbank of whole frames: shared by the streaming and the batch paths."""
 
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, vtlp: float = 1.0):
         self.spec = spec
         n = np.arange(spec.n_fft)
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / spec.n_fft)).astype(np.float64)  # periodic Hann
-        self.fbank = mel_filterbank(spec).astype(np.float64)
+        self.fbank = mel_filterbank(spec, vtlp).astype(np.float64)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         """frames [..., n_fft] -> mel power [..., n_mels] float32."""
@@ -146,7 +161,7 @@ def clip_features(samples, spec: FeatureSpec = FeatureSpec(), *, name: str = "au
 
 
 def batch_features(clips: np.ndarray, spec: FeatureSpec = FeatureSpec(), *, chunk: int = 256,
-                   advance=None) -> np.ndarray:
+                   advance=None, vtlp: float = 1.0) -> np.ndarray:
     """[N, clip_samples] float32 -> [N, frames, channels], in chunks to bound memory (at most `chunk` clips,
     fewer where a clip's frames are many or long); advance(clips) after each chunk, if given."""
     if clips.ndim != 2 or clips.shape[1] != spec.clip_samples:
@@ -154,7 +169,7 @@ def batch_features(clips: np.ndarray, spec: FeatureSpec = FeatureSpec(), *, chun
     # framing holds ~4 float64 copies of frames x n_fft per clip (frames, windowed, spectrum, power): keep a
     # chunk near 1 GiB, so a small hop or a long n_fft does not ask for terabytes (the default: 256 clips)
     chunk = max(1, min(chunk, (1 << 30) // (4 * 8 * spec.frames * spec.n_fft)))
-    mel = _MelPower(spec)
+    mel = _MelPower(spec, vtlp)
     out = np.empty((len(clips), spec.frames, spec.channels), np.float32)
     for lo in range(0, len(clips), chunk):
         out[lo:lo + chunk] = normalise(mel_power_batch(clips[lo:lo + chunk], spec, mel), spec)

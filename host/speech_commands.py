@@ -40,6 +40,7 @@ from s2emu.errors import S2EmuError
 from s2emu.progress import ProgressBar
 
 from .audio import AudioError, fit_length, parse_wav
+from .augment import augmented_features
 from .features import FeatureSpec, batch_features
 
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -350,18 +351,26 @@ def _save_cache(f: Path, **arrays) -> None:
 
 
 def _split_features(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSpec, *, seed: int,
-                    skip_bad: bool) -> tuple[np.ndarray, np.ndarray, list]:
-    """(features, labels, skipped "path: reason") of the clips of one split, computed."""
+                    skip_bad: bool, augment: tuple = (0, ())) -> tuple[np.ndarray, np.ndarray, list]:
+    """(features, labels, skipped "path: reason") of the clips of one split, computed; augment = (copies,
+    names): that many augmented copies of every clip follow the clips themselves (host/augment.py)."""
     if not len(clips.labels):
         raise S2EmuError(f"{corpus.path}: the {split} split is empty (check validation_list.txt and "
                          f"testing_list.txt, or evaluate every clip with test_split = 'all' / --split all)")
-    bar = ProgressBar(f"{split} features", unit="(read + featurize)", enabled=sys.stderr.isatty())
-    bar.start(2 * len(clips.labels))
+    copies, names = augment
+    bar = ProgressBar(f"{split} features" + (f" + {copies} augmented copies" if copies else ""),
+                      unit="(read + featurize)", enabled=sys.stderr.isatty())
+    bar.start((2 + copies) * len(clips.labels))
     bad = []
     try:
         audio, ok = load_split(corpus, clips, split, spec, seed=seed, advance=bar.advance,
                                skipped=bad if skip_bad else None)
         x = batch_features(audio[ok], spec, advance=bar.advance)
+        if copies:
+            noises = [n[:int(_NOISE_PARTS["train"][1] * len(n))] for n in _noise(corpus, spec.sample_rate)]
+            xa, _ = augmented_features(audio[ok], clips.labels[ok], spec, copies=copies, names=names, seed=seed,
+                                       noises=noises, advance=bar.advance)
+            x = np.concatenate([x, xa])
     except MemoryError:  # a recipe's sample_rate, hop and n_mels make the arrays; the corpus makes N
         n = len(clips.labels)
         need = n * 4 * (spec.clip_samples + spec.frames * spec.channels)
@@ -372,11 +381,12 @@ def _split_features(corpus: Corpus, clips: ClipList, split: str, spec: FeatureSp
         bar.stop()
     if not ok.any():
         raise S2EmuError(f"{corpus.path}: every clip of the {split} split is unreadable (first: {bad[0]})")
-    return x, clips.labels[ok], bad
+    return x, np.tile(clips.labels[ok], 1 + copies), bad
 
 
 def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, splits=("train", "test"),
-                  skip_bad: bool = False, skipped: list | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  skip_bad: bool = False, skipped: list | None = None,
+                  augment: tuple = (0, ())) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{split: (features [N, frames, channels] float32, labels [N])}, cached on disk by the corpus's content.
     Work not in the cache shows a progress bar when stderr is a terminal (the full corpus takes minutes).
     skip_bad: leave out clips that cannot be read, and append their "path: reason" to `skipped` (the cache
@@ -390,10 +400,12 @@ def load_features(path, spec: FeatureSpec, words=COMMANDS, *, seed: int = 0, spl
     parts = [sp for s in splits for sp in ([sp for sp in SPLITS if len(index[sp].labels)] if s == "all" else [s])]
     done = {}
     for split in dict.fromkeys(parts):
-        f = cache_dir() / f"features-{key}-{split}.npz"
+        aug = augment if split == "train" and augment[0] else (0, ())
+        tag = hashlib.sha256(repr(aug).encode()).hexdigest()[:8] if aug[0] else ""
+        f = cache_dir() / f"features-{key}-{split}{'-aug' + tag if tag else ''}.npz"
         got = _cached(f, spec, len(class_names(words)))
         if got is None:
-            got = _split_features(corpus, index[split], split, spec, seed=seed, skip_bad=skip_bad)
+            got = _split_features(corpus, index[split], split, spec, seed=seed, skip_bad=skip_bad, augment=aug)
             _save_cache(f, x=got[0], y=got[1], skipped=np.array(got[2], dtype=str))
         done[split] = got[:2]
         skipped += got[2]

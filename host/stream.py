@@ -9,7 +9,15 @@ pre-roll). The chip therefore needs S = 102 ticks per second of audio: it keeps 
 stays bounded.
 
 Sources: a corpus folder or archive (Speech Commands layout; its test split, labels known) or one WAV file
-(cut into consecutive 1 s clips; labels unknown, -1).
+(cut into consecutive 1 s clips; labels unknown, -1), both held in memory; or a feed (host/live.py: standard
+input, the microphone, or a file read as a stream), whose audio arrives while the chip runs.
+
+With a feed the host cuts windows of `window` samples every `hop` samples (hop = window: consecutive clips, as
+`s2emu stream`; hop < window: overlapping windows, as `s2emu detect`). Window 0 is read at the first tick;
+during the T + 2 ticks of window k the host takes window k+1's `hop` new samples, ceil(hop / T) per tick over
+its first T ticks, and computes window k+1's features when the last of them has arrived (each window
+normalised on its own, exactly as an offline clip of the same audio). So the chip needs T + 2 ticks per hop of
+audio: 102 ticks per second of audio for clips, 408 for a hop of 0.25 s.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from s2emu.errors import S2EmuError
 
 from .audio import fit_length, read_wav
 from .base import TEST, TRAIN, Host, Plan
-from .features import ClipFeaturizer, FeatureSpec
+from .features import ClipFeaturizer, FeatureSpec, clip_features
 from .metrics import accuracy, balanced_accuracy, confusion
 
 
@@ -82,11 +90,24 @@ class StreamHost(Host):
         labels = np.maximum(config["labels"], 0)  # unknown labels travel as class 0 (only --learn uses them)
         super().__init__({**config, "x_train": ring, "x_test": ring, "y_train": labels, "y_test": labels})
         self.ring = ring
-        self.audio, self.order = config["audio"], np.asarray(config["clip_audio"], np.int64)
         self.labels = np.asarray(config["labels"], np.int64)
+        self.ready = -1  # last clip whose features are complete
+        self.feed = None
+        if config.get("feed") is not None:  # audio arriving while the chip runs (host/live.py)
+            from .live import FeedClient
+
+            f = config["feed"]
+            self.feed = FeedClient(f)
+            self.window, self.hop = int(f["window"]), int(f["hop"])
+            if not 0 < self.hop <= self.window:
+                raise S2EmuError(f"stream host: a hop of {self.hop} samples for windows of {self.window}")
+            self.per_tick = -(-self.hop // self.T)
+            self.recent = None  # the last window's audio
+            self.fresh: list[np.ndarray] = []  # the next window's new samples so far
+            return  # window 0 is read at the first tick (the feed is live: nothing waits in the constructor)
+        self.audio, self.order = config["audio"], np.asarray(config["clip_audio"], np.int64)
         self.featurizer = ClipFeaturizer(self.spec)
         self.per_tick = -(-self.spec.clip_samples // self.T)  # samples of audio per tick (160)
-        self.ready = -1  # last clip whose features are complete
         self._push(0, 0, self.spec.clip_samples)  # pre-roll: clip 0
 
     def _frames(self, split: int, clips: np.ndarray, t: int) -> np.ndarray:
@@ -103,20 +124,48 @@ class StreamHost(Host):
             self.ring[clip % 2] = feats
             self.ready = clip
 
+    def _window_features(self, k: int, audio: np.ndarray) -> None:
+        self.recent = audio
+        self.ring[k % 2] = clip_features(audio, self.spec, name="streamed audio")  # what an offline clip gets
+        self.ready = k
+
+    def _pull(self, k: int, s: int) -> None:
+        """Window k's new samples due at local tick s of window k-1 (a feed)."""
+        lo, hi = s * self.per_tick, min((s + 1) * self.per_tick, self.hop)
+        if k >= self.clock.n_samples or lo >= hi:
+            return
+        self.fresh.append(self.feed.take(hi - lo))
+        if hi == self.hop:
+            self._window_features(k, np.concatenate([self.recent[self.hop:], *self.fresh]))
+            self.fresh = []
+
     def step(self, tick, inbound):
         sample, s = self.clock.where(tick)
+        if self.feed is not None and self.ready < 0 and tick == 0:
+            self._window_features(0, self.feed.take(self.window))  # pre-roll: window 0
         if sample < self.clock.n_samples and s < self.T:
             if self.ready < sample:
                 raise S2EmuError(f"stream host: features of clip {sample} are not ready at tick {tick}")
-            self._push(sample + 1, s * self.per_tick, min((s + 1) * self.per_tick, self.spec.clip_samples))
+            if self.feed is not None:
+                self._pull(sample + 1, s)
+            else:
+                self._push(sample + 1, s * self.per_tick, min((s + 1) * self.per_tick, self.spec.clip_samples))
         return super().step(tick, inbound)
 
+    def _collect(self, tick, inbound):
+        super()._collect(tick, inbound)
+        if self.feed is not None:  # the driver hears each window's scores as the readout gives them
+            k = self.clock.where(inbound.tick)[0]
+            self.feed.send_scores(k, self.scores[k, 0])
+
     def clip_scores(self) -> np.ndarray:
+        if self.feed is not None:  # the driver has them from the feed: nothing to poll
+            return self.scores[:0, 0, :]
         return self.scores[:, 0, :]
 
     def results(self) -> dict:
         """Per clip: scores, prediction, label (-1 unknown); accuracy over the clips with known labels."""
-        scores = self.clip_scores()
+        scores = self.scores[:, 0, :]
         missing = int(np.isnan(scores).any(axis=1).sum())
         pred = np.nan_to_num(scores, nan=-np.inf).argmax(1)
         truth = self.labels
@@ -138,8 +187,12 @@ class Pacer:
     """Holds the emulation to the audio clock: tick t may not finish before t / ticks_per_second after start.
 
     Call advance(n) after n more ticks are done. Records the lag (seconds the chip is behind the clock),
-    the time slept, and keeps the per-interval tick rate for the live view.
+    the time slept, and keeps the per-interval tick rate for the live view. The lag record stays bounded on a
+    long run: past MAX_LAGS reports, neighbouring pairs are merged (the later tick, the larger lag), so the
+    worst lag and the timeline's shape survive and memory does not grow with the hours streamed.
     """
+
+    MAX_LAGS = 20_000
 
     def __init__(self, ticks_per_second: float | None, on_update=None):
         self.rate = ticks_per_second
@@ -148,6 +201,7 @@ class Pacer:
         self.last = None
         self.ticks = 0
         self.slept = 0.0
+        self.final_lag = 0.0
         self.lags: list[tuple[int, float]] = []
 
     def start(self, total: int):
@@ -165,7 +219,11 @@ class Pacer:
         if self.rate:
             due = self.t0 + self.ticks / self.rate
             lag = now - due
-            self.lags.append((self.ticks, max(lag, 0.0)))
+            self.final_lag = max(lag, 0.0)
+            self.lags.append((self.ticks, self.final_lag))
+            if len(self.lags) > self.MAX_LAGS:
+                self.lags = [(b[0], max(a[1], b[1])) for a, b in zip(self.lags[0::2], self.lags[1::2])] + \
+                    self.lags[len(self.lags) // 2 * 2:]
             if lag < 0:
                 time.sleep(-lag)
                 self.slept -= lag
@@ -191,7 +249,7 @@ class Pacer:
         return {"ticks": self.ticks, "wall_seconds": wall, "ticks_per_second": self.ticks / wall,
                 "real_time_factor": self.ticks / wall / 100.0,
                 "capacity_factor": self.ticks / busy / 100.0,  # what the chip could do unpaced
-                "lag_ms_max": 1000 * float(lags.max()), "lag_ms_final": 1000 * float(lags[-1]),
+                "lag_ms_max": 1000 * float(lags.max()), "lag_ms_final": 1000 * self.final_lag,
                 "lag_ms_first_half_max": 1000 * float(lags[:max(half, 1)].max()),
                 "lag_ms_second_half_max": 1000 * float(lags[half:].max()) if half else 1000 * float(lags.max()),
                 "paced": bool(self.rate)}

@@ -497,18 +497,24 @@ def requantize(x: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, np.float64) / step) * step, -1.0, 1.0 - step)
 
 
-def _plan(voices_train, voices_test, voices_val, repeats: int, unknown_per_voice: int, seed: int):
+def per_engine(value, voice: str) -> int:
+    """A count given for every voice (an int) or per engine ({engine: int}, 0 for an engine not named)."""
+    return value.get(split_voice(voice)[0], 0) if isinstance(value, dict) else value
+
+
+def _plan(voices_train, voices_test, voices_val, repeats, unknown_per_voice, seed: int):
     """(split, voice, word, k) for every clip. Unknown words go round a seeded order of the 20 words,
-    continued from voice to voice within a split, so each split covers them evenly."""
+    continued from voice to voice within a split, so each split covers them evenly. repeats and
+    unknown_per_voice: an int, or {engine: int} (engines with few voices say each word more often)."""
     order = [UNKNOWN_WORDS[i] for i in _rng(seed, "unknown-order").permutation(len(UNKNOWN_WORDS))]
     plan = []
     for split, voices in (("train", voices_train), ("validation", voices_val), ("test", voices_test)):
         turn = 0
         for voice in voices:
             for word in COMMANDS:
-                plan += [(split, voice, word, k) for k in range(repeats)]
+                plan += [(split, voice, word, k) for k in range(per_engine(repeats, voice))]
             seen: dict[str, int] = {}
-            for _ in range(unknown_per_voice):
+            for _ in range(per_engine(unknown_per_voice, voice)):
                 word = order[turn % len(order)]
                 turn += 1
                 plan.append((split, voice, word, seen.get(word, 0)))
@@ -555,8 +561,10 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
     seed: int >= 0; the output is bit-identical for a seed (and espeak-ng version).
     voices_train, voices_test, voices_val: espeak-ng voices "accent+variant"; the variants of the test voices
         must not be used by any train or validation voice.
-    repeats: clips of each command word per voice (k = 0..repeats-1).
-    unknown_per_voice: clips of "unknown" words per voice, the words taken in turn (see `_plan`).
+    repeats: clips of each command word per voice (k = 0..repeats-1); an int, or {engine: int} (an engine
+        not named: 0), so engines with few voices can say each word more often.
+    unknown_per_voice: clips of "unknown" words per voice, the words taken in turn (see `_plan`); an int or
+        {engine: int} as repeats.
     noisy_fraction: share of clips with background noise mixed in; the others are clean.
     snr_db: (lo, hi) range of the speech-to-noise ratio of noisy clips, in dB (speech RMS over the word).
     bits: effective resolution, 8-16: every sample is rounded to a multiple of 2^(16-bits) LSB (the files
@@ -586,10 +594,17 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         if ids.setdefault(speaker_id(v), v) != v:
             raise SynthError(f"voice {v!r} is listed in two splits (or its speaker id collides)")
     # upper bounds: a corpus plan is a list of every clip, so 10**11 repeats would fill the memory first
+    counts_of = {"repeats": repeats, "unknown_per_voice": unknown_per_voice}
     for name, val, lo, hi in (("repeats", repeats, 1, 1000), ("unknown_per_voice", unknown_per_voice, 0, 1000),
                               ("workers", workers, 1, 256)):
-        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or not lo <= val <= hi:
-            raise SynthError(f"{name} must be an int in [{lo}, {hi}], got {val!r}")
+        for key, v in (val.items() if name in counts_of and isinstance(val, dict) else [(None, val)]):
+            if key is not None and key not in ENGINES:
+                raise SynthError(f"{name}: unknown engine {key!r} (known: {', '.join(ENGINES)})")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (0 if key else lo) <= v <= hi:
+                raise SynthError(f"{name}{f'[{key}]' if key else ''} must be an int in [{0 if key else lo}, "
+                                 f"{hi}], got {v!r}")
+    repeats, unknown_per_voice = ({k: int(v) for k, v in c.items()} if isinstance(c, dict) else int(c)
+                                  for c in (repeats, unknown_per_voice))
     if not 0.0 <= noisy_fraction <= 1.0:
         raise SynthError(f"noisy_fraction must be in [0, 1], got {noisy_fraction!r}")
     lo, hi = (float(s) for s in snr_db)
@@ -608,7 +623,7 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
     versions = {engine: engine_version(engine, names) for engine, names in sorted(used.items())}
     version = versions.get("espeak-ng")
     _clear(out)
-    plan = _plan(voices_train, voices_test, voices_val, int(repeats), int(unknown_per_voice), seed)
+    plan = _plan(voices_train, voices_test, voices_val, repeats, unknown_per_voice, seed)
     manifest = {"generator": GENERATOR, "version": VERSION, "complete": False}
     (out / "MANIFEST.json").write_text(json.dumps(manifest) + "\n")  # marks the folder as ours while writing
 
@@ -652,7 +667,7 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         "licence": LICENCE,
         "format": "16 kHz mono 16-bit PCM WAV, 16000 samples per clip; Speech Commands v1 layout",
         "commands": list(COMMANDS), "unknown_words": list(UNKNOWN_WORDS),
-        "knobs": {"repeats": int(repeats), "unknown_per_voice": int(unknown_per_voice),
+        "knobs": {"repeats": repeats, "unknown_per_voice": unknown_per_voice,
                   "noisy_fraction": noisy_fraction, "snr_db": [lo, hi], "bits": int(bits),
                   "noise_seconds": noise_seconds},
         "per_clip": {"speed_wpm": list(SPEED_WPM), "pitch": list(PITCH), "amplitude": list(AMPLITUDE),
@@ -669,6 +684,45 @@ def synthesize(out_dir, *, seed: int = 0, voices_train=VOICES_TRAIN, voices_test
         manifest["per_clip"].update(tempo=list(TEMPO), pitch_cents=list(PITCH_CENTS))
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def generated_corpus(params: dict, *, root: Path, progress=None) -> Path:
+    """The folder of the corpus `synthesize(**params)` makes, under root, made on first use and then reused.
+    Its name is a hash of the parameters, the generator's VERSION and the engines' versions, so a changed
+    recipe or engine makes a new corpus. It is written in a temporary folder renamed into place at the end:
+    an interrupted generation is never taken for a corpus, and two processes at once both end with one."""
+    engines = sorted({split_voice(v)[0] for k in ("voices_train", "voices_test", "voices_val")
+                      for v in _check_voices(params.get(k, ()), k)})
+    versions = {e: engine_version(e, [split_voice(v)[1] for k in ("voices_train", "voices_test", "voices_val")
+                                      for v in params.get(k, ()) if split_voice(v)[0] == e]) for e in engines}
+    key = hashlib.sha256(json.dumps([params, VERSION, versions], sort_keys=True, default=list).encode())
+    out = Path(root) / f"kws-{key.hexdigest()[:16]}"
+    if _complete(out):
+        return out
+    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".part-", dir=_mkdir(root)))
+    try:
+        synthesize(tmp, progress=progress, force=True, **params)
+        if not _complete(out):  # else another process finished it first: keep theirs, which readers may use
+            shutil.rmtree(out, ignore_errors=True)  # a damaged or unfinished folder in the way
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _complete(corpus: Path) -> bool:
+    try:
+        return json.loads((corpus / "MANIFEST.json").read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _mkdir(path: Path) -> Path:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SynthError(f"{path}: cannot create the corpus folder ({e.strerror or e})") from None
+    return Path(path)
 
 
 def write_clip_manifest(path: Path, plan, drawn: dict) -> None:
@@ -724,6 +778,17 @@ def pack(corpus_dir, archive, *, preset: int = 9) -> Path:
 # ----------------------------------------------------------------------------------------------- CLI
 
 
+def _counts(text: str):
+    """--repeats / --unknown-per-voice: 'N' or 'ENGINE=N,ENGINE=N'."""
+    if "=" not in text:
+        return int(text)
+    out = {}
+    for part in text.split(","):
+        engine, _, n = part.partition("=")
+        out[engine.strip()] = int(n)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="s2emu synth", description=__doc__.split("\n")[0])
     p.add_argument("out_dir", help="corpus folder to write (must be empty unless --force)")
@@ -736,8 +801,11 @@ def main(argv=None) -> int:
                         "(default: the engines' built-in train voices; '' for none)")
     p.add_argument("--voices-test", default=None, help="comma-separated voices (default: the engines' test voices)")
     p.add_argument("--voices-val", default="", help="comma-separated voices for validation_list.txt (default none)")
-    p.add_argument("--repeats", type=int, default=1, help="clips of each command per voice")
-    p.add_argument("--unknown-per-voice", type=int, default=3)
+    p.add_argument("--repeats", type=_counts, default=1, metavar="N|ENGINE=N,..",
+                   help="clips of each command per voice: N, or per engine ('espeak-ng=2,flite=40'; an engine "
+                        "not named: 0)")
+    p.add_argument("--unknown-per-voice", type=_counts, default=3, metavar="N|ENGINE=N,..",
+                   help="clips of unknown words per voice: N, or per engine as --repeats")
     p.add_argument("--noisy-fraction", type=float, default=0.4, help="share of clips with noise mixed in")
     p.add_argument("--snr-db", type=float, nargs=2, default=(15.0, 35.0), metavar=("LO", "HI"),
                    help="speech-to-noise ratio range of noisy clips")

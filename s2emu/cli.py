@@ -21,6 +21,7 @@ from . import __version__
 from .engines import ENGINES, TRANSPORTS
 from .errors import OutputError, S2EmuError
 from .host.download import add_parsers as add_data_parsers, cmd_data  # s2emu data speech-commands
+from .detect import add_live_audio_options, add_parsers as add_detect_parsers, cmd_detect, cmd_longform
 from .progress import ProgressBar, err_console
 
 out_console = Console()
@@ -47,17 +48,26 @@ def _jsonable(obj):
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
 
-def _load(args):
+def _load(args, corpus: bool = False):
+    """The recipe with the command line's overrides. corpus: a command that reads the recipe's data gets its
+    [data.synth] corpus as a path, synthesized first if it is not in the cache yet (with a progress bar)."""
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
-    return recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
+    recipe = recipe.with_overrides(seed=getattr(args, "seed", None), pes=getattr(args, "pes", None),
                                  epochs=getattr(args, "epochs", None), batch=getattr(args, "batch", None),
                                  data=getattr(args, "data", None), machine=getattr(args, "machine", None),
                                  skip_bad=getattr(args, "skip_bad", None), chips=getattr(args, "chips", None),
                                  pes_per_chip=getattr(args, "pes_per_chip", None),
                                  wrap=getattr(args, "wrap", None) or None, dead_links=getattr(args, "dead_link", None),
                                  failing_links=getattr(args, "link_fails", None))
+    if corpus and recipe.data.get("kind") == "speech_commands" and not recipe.data["path"]:
+        import dataclasses
+
+        from .host.datasets import corpus_path
+        path = corpus_path(recipe.data, progress=not getattr(args, "quiet", False))
+        recipe = dataclasses.replace(recipe, data={**recipe.data, "path": path})
+    return recipe
 
 
 def _warn_skipped(result: dict, quiet: bool) -> None:
@@ -138,7 +148,7 @@ def cmd_run(args) -> dict:
     from .chipmodel import parse_assumptions
     from .runner import run
 
-    recipe = _load(args)
+    recipe = _load(args, corpus=True)
     if args.checkpoint and args.checkpoint_every is None:
         raise S2EmuError("--checkpoint needs --checkpoint-every TICKS (how often to write one)")
     out_dir = None if args.out == "-" else Path(args.out or f"runs/{recipe.name}")
@@ -267,7 +277,7 @@ def cmd_eval(args) -> dict:
     """Evaluate a trained model (default: the recipe's shipped one) on a corpus split; no learning."""
     from .runner import run
 
-    recipe = _load(args)
+    recipe = _load(args, corpus=True)
     path, weights, meta = _trained_model(recipe, args.model)
     recipe = eval_recipe(recipe, args.split, args.batch)
     if args.by:
@@ -309,14 +319,15 @@ def cmd_stream(args) -> dict:
     """Stream audio through the chip in real time with a live view; accuracy over the clips at the end."""
     from .streaming import stream
 
-    recipe = _load(args)
+    recipe = _load(args, corpus=args.source is None)  # the recipe's corpus only when it is what streams
     path, weights, _ = _trained_model(recipe, args.model)
     if not args.quiet:
-        err_console.print(f"[bold]streaming[/] {args.source or recipe.data.get('path')} through {recipe.name} "
+        where = {"-": "standard input", "mic": "the microphone"}.get(args.source, args.source)
+        err_console.print(f"[bold]streaming[/] {where or recipe.data.get('path')} through {recipe.name} "
                           f"on the {args.engine} engine" + (" (learning online)" if args.learn else ""))
     out = stream(recipe, args.source, engine=args.engine, address=args.address, transport=args.transport,
                  pes_per_process=args.pes_per_process, window=args.window, weights=weights, clips=args.clips,
-                 loop=args.loop,
+                 loop=args.loop, seconds=args.seconds, rate=args.rate, channels=args.channels,
                  learn=args.learn, pace=not args.no_pace, console=err_console, live=not args.quiet)
     out["model"] = str(path)
     if not args.json:
@@ -629,8 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = sub.add_parser("stream", help="stream audio through the chip in real time, with a live view")
     common(sp)
-    sp.add_argument("--source", metavar="DIR|FILE.wav", help="corpus (its test split) or one WAV file "
-                    "(default: the recipe's corpus)")
+    sp.add_argument("--source", metavar="DIR|FILE.wav|-|mic", help="corpus (its test split), one WAV file, '-' "
+                    "(standard input: a WAV stream or raw 16-bit PCM, read as it arrives) or 'mic' (the default "
+                    "microphone; pip install 's2emu[mic]'); default: the recipe's corpus")
+    add_live_audio_options(sp)  # --rate, --channels, --seconds
     sp.add_argument("--clips", type=int, help="stream only the first N clips")
     sp.add_argument("--loop", action="store_true", help="with --clips N: start over at the end until N clips")
     sp.add_argument("--model", metavar="FILE.npz", help="the model (default: the one the recipe names)")
@@ -673,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .nir import add_parsers as add_nir_parsers  # import-nir, export-nir (the nir package loads on use)
     add_nir_parsers(sub)
     add_data_parsers(sub)
+    add_detect_parsers(sub, common, engine_options)  # detect, longform (s2emu/detect.py)
     return p
 
 
@@ -696,7 +710,7 @@ def cmd_export_nir(args) -> dict:
 
 COMMANDS = {"info": cmd_info, "run": cmd_run, "eval": cmd_eval, "stream": cmd_stream, "memory": cmd_memory,
             "map": cmd_map, "sweep": cmd_sweep, "scale": cmd_scale, "import-nir": cmd_import_nir,
-            "export-nir": cmd_export_nir, "data": cmd_data}
+            "export-nir": cmd_export_nir, "data": cmd_data, "detect": cmd_detect, "longform": cmd_longform}
 
 
 def main(argv=None) -> int:
@@ -705,7 +719,7 @@ def main(argv=None) -> int:
         from .host.synth import main as synth_main
         return synth_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command in ("run", "eval", "stream") and args.engine != "ray":
+    if args.command in ("run", "eval", "stream", "detect") and args.engine != "ray":
         for flag, given in (("--address", args.address), ("--transport", args.transport != "channels"),
                             ("--pes-per-process", args.pes_per_process != 1)):
             if given:

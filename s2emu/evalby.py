@@ -1,8 +1,9 @@
 """`s2emu eval --by engine|voice`: accuracy per group of clips, the groups named by the corpus's manifest.csv.
 
-A run reports one confusion matrix, not a prediction per clip, so each group is evaluated on its own: a view of
-the corpus (a temporary folder holding the group's clips as its test split, and the background noise) runs
-through the same model. Clips are independent streams and every engine and batch gives the same bits, so the
+The evaluation keeps the class heard for every test clip, in the order the loader reads them, so each group's
+figures come from the one run. Where that order is not known (clips skipped as unreadable), each group is
+evaluated on its own instead: a view of the corpus (a temporary folder holding the group's clips as its test
+split, and the background noise) runs through the same model. Clips are independent streams and every engine and batch gives the same bits, so the
 group's rows of that confusion matrix are the rows its clips have in the whole run. The view's own silence
 windows are left out; the whole run's silence windows are the group `_silence_` (they belong to no voice), so
 the groups' counts add up to the run's `n_test`.
@@ -66,8 +67,28 @@ def clip_groups(recipe, by: str) -> dict[str, list]:
 def evaluate_by(recipe, groups: dict[str, list], result: dict, run_group) -> dict:
     """{group: {"n", "accuracy", "balanced_accuracy"}} of an evaluation `result` of `recipe` over all the
     clips of `groups`; run_group(recipe) evaluates a recipe the way `result` was made (same model, engine and
-    batch) and returns its result."""
+    batch) and returns its result (only when the run's own predictions cannot be matched to its clips)."""
+    from .host.metrics import confusion
     d = recipe.data
+    pred = result.get("_arrays", {}).get("predictions")
+    if pred is not None and not result.get("skipped_files"):
+        index = index_splits(Corpus(d["path"]), tuple(d["words"]))
+        split = d["test_split"]
+        order = [(p, y) for s in (SPLITS if split == "all" else (split,)) if len(index[s].labels)
+                 for p, y in zip(index[s].paths, index[s].labels)]
+        if len(order) == len(pred):  # the loader's order: each split's clips, then its silence windows
+            truth = np.array([y for _, y in order])
+            where = {}
+            for i, (p, _) in enumerate(order):
+                where.setdefault(SILENCE if p is None else p, []).append(i)
+            out = {}
+            n = len(result["classes"])
+            for name, clips in groups.items():
+                rows = [i for p in clips for i in where.get(p, [])]
+                out[name] = _metrics(confusion(truth[rows], pred[rows], n), slice(None))
+            if where.get(SILENCE):
+                out[SILENCE] = _metrics(confusion(truth[where[SILENCE]], pred[where[SILENCE]], n), slice(None))
+            return out
     corpus = Corpus(d["path"])
     clips = [p for ps in groups.values() for p in ps]
     noise = [f for f in corpus.files if f.startswith(NOISE_DIR + "/") and f.endswith(".wav")]

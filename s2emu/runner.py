@@ -161,5 +161,6 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         "pe_counters": pe_counters,
         "chip_model": model,
         "spike_counts": {k: int(len(v)) for k, v in spikes.items()},
-        "_arrays": {"weights": weights, "spikes": spikes, "voltage": assemble_voltage(b, raw)},
+        "_arrays": {"weights": weights, "spikes": spikes, "voltage": assemble_voltage(b, raw),
+                    "predictions": np.asarray(hr.get("predictions", []), np.int64)},
     }

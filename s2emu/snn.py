@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -353,10 +354,11 @@ class EProp(LearningRule):
     def __init__(self, *, feedback=_D["feedback"], signal=_D["signal"], surrogate=_D["surrogate"],
                  eligibility_layout=_D["eligibility_layout"], lr=_D["lr"], lr_decay=_D["lr_decay"],
                  lr_decay_every=_D["lr_decay_every"], beta1=_D["beta1"], beta2=_D["beta2"], eps=_D["eps"],
-                 l2=_D["l2"]):
+                 l2=_D["l2"], reg_rate=_D["reg_rate"], target_rate_hz=_D["target_rate_hz"]):
         super().__init__(feedback=feedback, signal=signal, surrogate=surrogate,
                          eligibility_layout=eligibility_layout, lr=lr, lr_decay=lr_decay,
-                         lr_decay_every=lr_decay_every, beta1=beta1, beta2=beta2, eps=eps, l2=l2)
+                         lr_decay_every=lr_decay_every, beta1=beta1, beta2=beta2, eps=eps, l2=l2,
+                         reg_rate=reg_rate, target_rate_hz=target_rate_hz)
 
 
 class DeepR(LearningRule):
@@ -669,6 +671,9 @@ def _toml_value(v) -> str:
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table ([data.synth]'s counts per engine); keys quoted where TOML needs it
+        return "{ " + ", ".join(f"{k if re.fullmatch(r'[A-Za-z0-9_-]+', k) else json.dumps(k)} = {_toml_value(x)}"
+                                for k, x in v.items()) + " }"
     raise RecipeError(f"cannot write a {type(v).__name__} into a TOML recipe")
 
 
@@ -676,6 +681,10 @@ def _defaults_of(table: str, kind: str | None = None) -> dict:
     from .host.datasets import SCHEMAS
     from .recipe import TOP_SCHEMA
     schema = SCHEMAS[kind] if table == "data" else TOP_SCHEMA[table]
+    return {k: spec[1] if isinstance(spec, tuple) else _defaults_of_schema(spec) for k, spec in schema.items()}
+
+
+def _defaults_of_schema(schema: dict) -> dict:
     return {k: spec[1] for k, spec in schema.items() if isinstance(spec, tuple)}
 
 
@@ -700,8 +709,16 @@ def toml_text(doc: dict, comment: str = "") -> str:
         items = [(k, v) for k, v in value.items()
                  if k in always or k not in defaults or v != defaults[k]]
         items = [(k, v) for k, v in items if not (table == "record" and not v)]
+        # [data.synth]: written (even when all its values are defaults) exactly when there is no corpus path,
+        # as the loader reads it; beside a path it is not used, and may not be given
+        tables = [(k, v) for k, v in value.items() if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+                  and table == "data" and value.get("kind") == "speech_commands" and not value.get("path")]
+        items = [(k, v) for k, v in items if not (isinstance(v, dict) and k in defaults)]
         if items or table != "record":
             lines += ["", f"[{table}]"] + [f"{k} = {_toml_value(v)}" for k, v in items]
+        for k, sub in tables:
+            lines += ["", f"[{table}.{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in sub.items()
+                                                 if vv != defaults[k].get(kk)]
     return "\n".join(lines) + "\n"
 
 

@@ -172,7 +172,8 @@ def test_eval_keys_are_documented(trained, capsys):
 
 
 def test_stream_keys_are_documented(capsys):
-    assert_documented("stream", cli_json(capsys, "stream", "eprop_kws", "--clips", "2", "--no-pace", "--quiet"))
+    assert_documented("stream", cli_json(capsys, "stream", "eprop_kws", "--clips", "2", "--no-pace", "--quiet",
+                                                   "--source", str(ROOT / "data" / "kws_synth.tar.xz")))
 
 
 @pytest.mark.parametrize("recipe", ["smoke", "deepr_mnist"])
@@ -212,8 +213,18 @@ def test_readme_is_short_and_keeps_the_two_commands():
     assert len(readme.encode()) < 10 * 1024, f"README.md is {len(readme.encode()):,} B; keep it under 10 KB"
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme, f"the README's test command is not the one .ci/run runs: {ci}"
-    assert ('python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[plots]" && '
+    assert ('python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[plots,voices]" && '
             's2emu run recipes/eprop_kws.toml') in readme
+    # the main job's corpus needs the four synthesizers: its setup command installs each engine it uses
+    from s2emu.host.synth import FESTIVAL_PACKAGES
+    from s2emu.recipe import load_recipe
+    engines = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml")).data["synth"]["engines"]
+    needs = {"espeak-ng": ["espeak-ng"], "flite": ["flite", "sox"], "festival": ["festival", "sox",
+             *FESTIVAL_PACKAGES.values()], "pico": []}
+    setup = next(line for line in readme.splitlines() if "s2emu run recipes/eprop_kws.toml" in line and "venv" in line)
+    for e in engines:
+        for pkg in needs[e]:
+            assert f" {pkg} " in setup, f"the main job's setup command does not install {pkg} ({e})"
 
 
 # ------------------------------------------------------------------------------------- links and names

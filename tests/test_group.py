@@ -3,6 +3,7 @@ recordings and errors."""
 
 import dataclasses
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +19,12 @@ from s2emu.router.packets import PacketBatch, encode
 from conftest import forget_key, smoke, with_learning, with_population
 
 
+BUNDLED = Path(__file__).resolve().parents[1] / "data" / "kws_synth.tar.xz"
+
+
 def _kws_small():
-    r = load_recipe("recipes/eprop_kws.toml").with_overrides(epochs=1, batch=1)
-    return dataclasses.replace(r, data={**r.data, "max_train": 3, "max_test": 2})
+    r = load_recipe("recipes/eprop_kws.toml").with_overrides(epochs=1, batch=1, data=BUNDLED)
+    return dataclasses.replace(r, data={**r.data, "max_train": 3, "max_test": 2, "augment_copies": 0})
 
 
 VARIANTS = {
