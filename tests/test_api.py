@@ -99,8 +99,9 @@ def test_the_keyword_network_in_python_is_the_recipe():
 @pytest.mark.slow
 def test_the_keyword_network_trains_to_the_same_digest_on_ray(ray_local):
     kws = example("keyword_spotting")
-    local = chip().train(kws.keyword_network(max_train=32, max_test=8), epochs=1)
-    remote = chip(engine="ray", pes_per_process=4).train(kws.keyword_network(max_train=32, max_test=8), epochs=1)
+    local = chip().train(kws.keyword_network(kws.BUNDLED, max_train=32, max_test=8), epochs=1)
+    remote = chip(engine="ray", pes_per_process=4).train(kws.keyword_network(kws.BUNDLED, max_train=32, max_test=8),
+                                                         epochs=1)
     assert remote["state_digest"] == local["state_digest"] and remote["engine"] == "ray"
 
 
