@@ -539,7 +539,7 @@ def cmd_import_nir(args) -> dict:
 def cmd_export_nir(args) -> dict:
     from .model import load_model
     from .recipe import load_recipe
-    from .runner import step_seconds
+    from .recipe import step_seconds
 
     recipe = load_recipe(args.recipe)
     net = snn.Network.from_recipe(recipe)

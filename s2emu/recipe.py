@@ -214,11 +214,17 @@ def load_recipe(spec: str) -> Recipe:
 DEFAULT_TICK_SECONDS = 1e-3  # a tick of data with no physical step: 1 ms, the step of Bellec et al.'s and NEST's e-prop
 
 
+def step_seconds(data: dict) -> float | None:
+    """The physical time of one step of the data, where it has one (audio features: the hop)."""
+    if data.get("kind") == "speech_commands":
+        return data["hop"] / data["sample_rate"]
+    return None
+
+
 def target_spikes_per_tick(learning: LearningSpec, data: dict) -> float:
     """The firing-rate regularization's target, learning.target_rate_hz, in spikes per tick: one tick is one step
-    of the data (s2emu/runner.py step_seconds: keyword spotting's hop, about 10 ms), or 1 ms where the data has
-    no physical time."""
-    from .runner import step_seconds  # runner imports this module
+    of the data (step_seconds: keyword spotting's hop, about 10 ms), or 1 ms where the data has no physical
+    time."""
     return learning.target_rate_hz * (step_seconds(data) or DEFAULT_TICK_SECONDS)
 
 

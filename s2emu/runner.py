@@ -11,7 +11,7 @@ from .chipmodel import chip_model
 from .build import Build, build as build_run
 from .engines import RawRun, run_engine
 from .errors import RoutingError, S2EmuError
-from .recipe import Recipe
+from .recipe import Recipe, step_seconds
 
 
 def assemble_weights(b: Build, raw: RawRun) -> dict[str, np.ndarray]:
@@ -57,13 +57,6 @@ def state_digest(weights: dict[str, np.ndarray], spikes: dict[str, np.ndarray]) 
         h.update(f"S {name} {s.shape}\n".encode())
         h.update(s.tobytes())
     return h.hexdigest()
-
-
-def step_seconds(data: dict) -> float | None:
-    """The physical time of one step of the data, where it has one (audio features: the hop)."""
-    if data.get("kind") == "speech_commands":
-        return data["hop"] / data["sample_rate"]
-    return None
 
 
 def memory_summary(b: Build, items: bool = False) -> dict:
