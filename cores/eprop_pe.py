@@ -150,6 +150,7 @@ class NeuronPE(ProcessingElement):
         syn = sum(pr["n_pre"] for pr in self.projections) * n * self.B
         self._signal_work = (syn, 2 * syn)
         self.diagonal = (np.arange(n) + self.lo, np.arange(n))  # (row, column) of its neurons' self-synapses
+        self._release_config()
 
     def steps_at(self, s: int) -> bool:
         """Does it step its neurons at local tick s? T steps from its offset; before them the input is on
@@ -307,6 +308,7 @@ class ReadoutPE(ProcessingElement):
         self.error_keys = [np.asarray(k, dtype=np.uint32) for k in config["error_keys"]]
         self.eye = np.eye(n, dtype=np.float32)
         self.offset = int(config.get("offset", 2))  # local tick of its first step in a sample (cores/timing.py)
+        self._release_config()
 
     def step(self, tick: int, inbound: PacketBatch | None) -> PacketBatch:
         x, err, inbound = self._decode(inbound)

@@ -152,15 +152,27 @@ class NeuronGroup:
             return
         self._columns = cols[0]
         self._synapse_columns = cols[0][-1][0]  # the projections' sources; the learning signal after them
-        # one member's decode serves all only where every member reads every source key the same way
-        synapse_maps = [(m.km_keys[m._km_block < len(cols[0]) - 1].tobytes(),
-                         m._km_column[m._km_block < len(cols[0]) - 1].tobytes()) for m in self.members]
-        self._one_map = all(sm == synapse_maps[0] for sm in synapse_maps)
-        self._table = np.concatenate([(p << 32) + m.km_keys.astype(np.int64) for p, m in enumerate(self.members)])
+        # one member's decode serves all only where every member reads every source key the same way (members
+        # that share one key map do: cores/pe.py KeyMapShare)
+        m0 = self.members[0]
+        if all(m._key_map is m0._key_map for m in self.members):
+            self._one_map = True
+        else:
+            synapse_maps = [(m.km_keys[m._km_block < len(cols[0]) - 1].tobytes(),
+                             m._km_column[m._km_block < len(cols[0]) - 1].tobytes()) for m in self.members]
+            self._one_map = all(sm == synapse_maps[0] for sm in synapse_maps)
+        self._table = None  # _member_table's, made when members first get different packets
+
+    def _member_table(self):
+        """The members' key maps as one sorted table (member p's key k is p << 32 | k) and, per entry, its member,
+        column and block, for _decode_each. Made on first use: it is P key maps long, and a population whose
+        members always get the same packets (no learning signal, as in inference) never needs it."""
+        ms = self.members
+        self._table = np.concatenate([(p << 32) + m.km_keys.astype(np.int64) for p, m in enumerate(ms)])
         self._padded = np.append(self._table, self._table[-1])
-        self._member = np.repeat(np.arange(self.P), [len(m.km_keys) for m in self.members])
-        self._column = np.concatenate([m._km_column for m in self.members])
-        self._block = np.concatenate([m._km_block for m in self.members])
+        self._member = np.repeat(np.arange(self.P, dtype=np.int32), [len(m.km_keys) for m in ms])
+        self._column = np.concatenate([m._km_column for m in ms]).astype(np.int32)
+        self._block = np.concatenate([m._km_block for m in ms]).astype(np.int32)
         self._mark = np.empty(len(self._table), np.intp)
 
     def _decode(self, inbounds):
@@ -209,6 +221,8 @@ class NeuronGroup:
         # member p's key k is p << 32 | k in the group's table; spikes first, then payloads
         keys = np.concatenate([np.repeat(np.array(owner, np.int64) << 32, [len(k) for k in ks])
                                + np.concatenate(ks) for ks, owner in parts])
+        if self._table is None:
+            self._member_table()
         pos = find_each_once(keys, self._table, self._padded, self._mark)
         if pos is None:
             return None

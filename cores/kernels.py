@@ -8,9 +8,12 @@ Why the bits do not change: each loop does the numpy code's float32 operations, 
 same order (no fast-math, so no fused multiply-add or reassociation); the golden model (s2emu/golden.py),
 still plain numpy, and tests/test_kernels.py hold them to that.
 
-Compiled on first use and cached beside this file (numba's cache=True), so only processes that make neuron,
-readout or BPTT PEs load numba (warm_kernels, as such a PE is made: a quarter second, or a few seconds the
-first time on a machine), and only the first run on a machine compiles.
+Compiled on first use and cached beside this file (numba's cache=True), so only processes that make learning
+neuron, readout or BPTT PEs load numba (warm_kernels, as such a PE is made: a quarter second, or a few seconds
+the first time on a machine), and only the first run on a machine compiles. numba costs a process about 38 MiB
+(its compiler and LLVM); a process whose PEs only infer (learning rule "none": no traces) does without it and
+sums synaptic rows with numpy's ordered reduction instead (_numpy_synaptic_sum, the code the kernel replaced:
+the same float32 products and the same additions in the same order, so the same bits; tests/test_board.py).
 
 Where the bits could differ from numpy's passes, no run goes: a NaN's sign and payload once a value is not
 finite (numpy warns of overflow there, the loops do not), and a synaptic input that enters the sum as -0
@@ -84,11 +87,16 @@ def _compiled(fn):
         return numba.njit(error_model="numpy")(fn)
 
 
+_loaded = False  # warm_kernels has loaded the compiled kernels in this process: synaptic_sum takes them
+
+
 @functools.cache
 def warm_kernels() -> None:
     """Load both kernels (compiling them if no cache has them) for the arrays PEs pass: float32, C-ordered
     but x, which a group passes as a column slice of its decoded input. The driver makes PEs while it builds,
     so a first run on a machine compiles there, before Ray's processes would all compile at once."""
+    global _loaded
+    _loaded = True
     one = np.zeros((1, 1), np.float32)
     strided = np.zeros((1, 2), np.float32)[:, :1]
     consts = [np.float32(0)] * 7
@@ -110,7 +118,33 @@ def synaptic_sum(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
     number of synaptic events (rows added), the chip's unit of synaptic work.
     """
     _float32(out, x, rows)
-    return int(_compiled(_synaptic_sum)(out, x, rows))
+    if _loaded:
+        return int(_compiled(_synaptic_sum)(out, x, rows))
+    return _numpy_synaptic_sum(out, x, rows)
+
+
+_SUM_ELEMENTS = 1 << 18  # bound on _numpy_synaptic_sum's temporary (1 MB of float32)
+
+
+def _numpy_synaptic_sum(out: np.ndarray, x: np.ndarray, rows: np.ndarray) -> int:
+    """synaptic_sum in numpy, for processes without numba: the active rows' products (float32, as the loop
+    rounds them), the running sum folded into the first, then added along the rows' axis. numpy adds along a
+    slow axis one term after another (pairwise summation runs only along the fast axis: numpy.sum, Notes), so
+    this is the kernel's strict left-to-right loop, vectorised over the neurons."""
+    active = np.flatnonzero(x[0] if x.shape[0] == 1 else x.any(axis=0))
+    if len(active) == 0:
+        return 0
+    step = max(1, _SUM_ELEMENTS // out.size)
+    for lo in range(0, len(active), step):
+        part = active[lo:lo + step]
+        terms = x.T[part][:, :, None] * rows[part][:, None, :]  # [k, B, n]
+        terms[0] += out
+        if out.size == 1:  # a lone sum would run along numpy's fast axis, pairwise: give it a second column
+            terms = np.concatenate([terms.reshape(-1, 1), np.zeros((len(part), 1), np.float32)], axis=1)
+            out[...] = np.add.reduce(terms, axis=0)[0]
+        else:
+            np.add.reduce(terms, axis=0, out=out)
+    return len(active)
 
 
 @functools.cache

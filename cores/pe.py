@@ -9,7 +9,9 @@ e-prop's neuron and readout PEs (cores/eprop_pe.py), BPTT's (cores/bptt_pe.py) a
 
 from __future__ import annotations
 
+import hashlib
 import operator
+from collections import OrderedDict
 
 import numpy as np
 
@@ -38,6 +40,54 @@ def find_each_once(keys: np.ndarray, table: np.ndarray, padded: np.ndarray, mark
     order = np.arange(len(keys))
     mark[pos] = order  # a repeated key keeps only one of its indices
     return None if (mark[pos] != order).any() else pos
+
+
+class KeyMapShare:
+    """One key map (cores/pe.py _lookup) and the decoding layouts made from it, shared by every PE in this process
+    whose key map has the same contents: a population's PEs listen to the same sources, so without learning
+    their maps are equal, and on a board each map is thousands of keys (13 bytes each, and 28 more per key
+    for a layout). PEs only read them; `mark` is scratch for one find_each_once call at a time (a process
+    steps one PE at a time)."""
+
+    __slots__ = ("keys", "kind", "proj", "row", "layouts")
+
+    def __init__(self, km: dict):
+        self.keys = np.asarray(km["keys"], dtype=np.uint32)
+        self.kind = np.asarray(km["kind"], dtype=np.int8)
+        self.proj = np.asarray(km["proj"], dtype=np.int32)
+        self.row = np.asarray(km["row"], dtype=np.int32)
+        for a in (self.keys, self.kind, self.proj, self.row):
+            a.flags.writeable = False
+        self.layouts: dict = {}  # (n_pre per projection, learning-signal rows) -> _dense_layout's arrays
+
+
+# the key maps made last, by the digest of their contents: a build makes its PEs population by population, so
+# each population's PEs find theirs here; a few dozen are kept (a board's populations), the oldest let go first
+_KEY_MAPS: "OrderedDict[bytes, KeyMapShare]" = OrderedDict()
+KEY_MAPS_KEPT = 64
+
+
+def shared_key_map(km: dict) -> KeyMapShare:
+    """The KeyMapShare of a configuration's key map: the one already made for a map with the same contents, or a
+    new one. The configuration's map is pointed at the shared arrays (the same contents), so the copy a build
+    made for each PE is freed as its PE is made (s2emu/build.py makes every PE once to fill its ledger)."""
+    arrays = [np.ascontiguousarray(km[k], dtype=d) for k, d in
+              (("keys", np.uint32), ("kind", np.int8), ("proj", np.int32), ("row", np.int32))]
+    h = hashlib.blake2b(digest_size=20)
+    for a in arrays:
+        h.update(len(a).to_bytes(8, "little"))
+        h.update(a.tobytes())
+    digest = h.digest()
+    share = _KEY_MAPS.get(digest)
+    if share is None:
+        share = _KEY_MAPS[digest] = KeyMapShare(dict(zip(("keys", "kind", "proj", "row"), arrays)))
+        if len(_KEY_MAPS) > KEY_MAPS_KEPT:
+            _KEY_MAPS.popitem(last=False)
+    else:
+        _KEY_MAPS.move_to_end(digest)
+    if isinstance(km, dict):
+        km.update(keys=share.keys, kind=share.kind, proj=share.proj, row=share.row)
+    return share
 
 
 def _get_path(obj, path: str):
@@ -72,11 +122,9 @@ class ProcessingElement:
         self.lc = lc
         self.ledger = SramLedger(self.label, config["budget"], self.B, backing)
         self.projections = config["incoming"]  # list of dicts: name, pre, n_pre, weights, self_recurrent
-        km = config["keymap"]
-        self.km_keys = np.asarray(km["keys"], dtype=np.uint32)
-        self.km_kind = np.asarray(km["kind"], dtype=np.int8)
-        self.km_proj = np.asarray(km["proj"], dtype=np.int32)
-        self.km_row = np.asarray(km["row"], dtype=np.int32)
+        self._key_map = shared_key_map(config["keymap"])  # read-only arrays, shared with PEs of the same map
+        self.km_keys, self.km_kind = self._key_map.keys, self._key_map.kind
+        self.km_proj, self.km_row = self._key_map.proj, self._key_map.row
         # macs / accesses: multiply-accumulates and SRAM words read or written by the network and its learning
         # rule (definitions beside each count; the optimizer step, the same Adam for every rule, is not counted)
         self.counters = {"packets_in": 0, "packets_out": 0, "synaptic_events": 0, "spikes": 0, "updates": 0,
@@ -125,21 +173,26 @@ class ProcessingElement:
 
     def _dense_layout(self):
         """Where each key-map entry lands in _scatter's dense array: its column and block (projection q, or
-        the learning signal after the last projection)."""
+        the learning signal after the last projection). Made once per key map and shape in a process, and
+        shared (KeyMapShare)."""
         n_q = len(self.projections)
         synapse, error = self.km_kind == KIND_SYNAPSE, self.km_kind == KIND_ERROR
         error_rows = self.km_row[error]
         n_error = max(getattr(self, "n", 0), int(error_rows.max()) + 1 if len(error_rows) else 0)
-        edges = np.cumsum([0] + [pr["n_pre"] for pr in self.projections] + [n_error])
-        self._columns = list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-        block = np.where(synapse, self.km_proj, n_q).astype(np.intp)
-        known = error | (synapse & (self.km_proj >= 0) & (self.km_proj < n_q))
-        if not known.all() or not ((self.km_row >= 0) & (self.km_row < np.diff(edges)[block])).all():
-            raise PacketError(f"{self.label}: its key map names a row or projection it does not have")
-        self._km_block = block
-        self._km_column = (edges[block] + self.km_row).astype(np.intp)
-        self._km_keys_padded = np.append(self.km_keys, self.km_keys[-1])
-        self._mark = np.empty(len(self.km_keys), np.intp)
+        shape = (tuple(pr["n_pre"] for pr in self.projections), n_error)
+        made = self._key_map.layouts.get(shape)
+        if made is None:
+            edges = np.cumsum([0, *shape[0], n_error])
+            block = np.where(synapse, self.km_proj, n_q).astype(np.intp)
+            known = error | (synapse & (self.km_proj >= 0) & (self.km_proj < n_q))
+            if not known.all() or not ((self.km_row >= 0) & (self.km_row < np.diff(edges)[block])).all():
+                raise PacketError(f"{self.label}: its key map names a row or projection it does not have")
+            made = self._key_map.layouts[shape] = (
+                list(zip(edges[:-1].tolist(), edges[1:].tolist())), block, (edges[block] + self.km_row).astype(np.intp),
+                np.append(self.km_keys, self.km_keys[-1]), np.empty(len(self.km_keys), np.intp))
+            for a in made[1:4]:
+                a.flags.writeable = False
+        self._columns, self._km_block, self._km_column, self._km_keys_padded, self._mark = made
 
     def _decode_slow(self, inbound: PacketBatch):
         """_decode in key order through _lookup: repeated keys add up in that order; errors are raised."""
@@ -241,6 +294,15 @@ class ProcessingElement:
                 c["peak_tick_macs"] + c["peak_tick_accesses"] + OPTIMIZER_WEIGHT * c["peak_tick_optimizer_elements"]:
             c.update({f"peak_tick_{k}": a - b for k, a, b in zip(WORK, now, before)})
         return batch
+
+    def _release_config(self) -> None:
+        """Once the ledger is filled: let go of what the configuration carried only to fill it, the initial weights
+        and feedback matrices (the ledger holds their copies) and the key map (in KeyMapShare now). Kept, they
+        would be a second copy of every synapse row for the PE's whole life; on the ray engine nothing else
+        holds them."""
+        self.projections = [{k: v for k, v in pr.items() if k not in ("weights", "feedback")}
+                            for pr in self.projections]
+        self.config = {k: v for k, v in self.config.items() if k not in ("incoming", "keymap")}
 
     def _alloc_projection(self, q: int, n: int):
         """Weights [n_pre, n] of incoming projection q (and its Adam state when learning) in the ledger."""

@@ -22,7 +22,8 @@ def make_pe(config: dict, backing=None) -> ProcessingElement:
     role = config["role"]
     if role == "layered":
         return LayeredPE(config)
-    warm_kernels()  # every other PE runs the kernels: load (or compile) them now, not in a tick
+    if config["learning"]["rule"] != "none":  # every other learning PE runs the kernels: load (or compile) them
+        warm_kernels()  # now, not in a tick; an inferring one sums in numpy and its process never loads numba
     if role == "neuron":
         return NeuronPE(config, backing)
     return _PLAIN[role](config)

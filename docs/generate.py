@@ -6,7 +6,9 @@
 What it writes:
 - docs/cli.md, the block between `<!-- BEGIN cli -->` and `<!-- END cli -->`: every command and option, read from
   the argument parser (s2emu/cli.py `build_parser`; `s2emu synth`'s own parser in host/synth.py). The JSON keys
-  below that block are written by hand; tests/test_docs.py checks that each key a command prints is there.
+  below that block are written by hand, but for `<!-- BEGIN keys COMMAND -->` blocks, which are the table the
+  command's module keeps (s2emu/detect.py JSON_KEYS); tests/test_docs.py checks that each key a command prints
+  is there.
 - docs/figures.md, the whole page: one row per result file in benchmarks/results/ (`*.json` and `*/*.json`), its
   latest measurement, the date and the command that made it.
 - README.md, the block `<!-- BEGIN headline -->`: the headline figures, from the same result files.
@@ -81,6 +83,8 @@ def fill_blocks(text: str, page: Path) -> str:
 def render_block(kind: str, arg: str | None, page: Path) -> str:
     if kind == "cli":
         return cli_reference()
+    if kind == "keys":  # a command's JSON keys, from the table its module keeps beside the code that prints them
+        return keys_table(arg)
     if kind == "headline":
         return headline_table(load_results(), page)
     if kind == "results":
@@ -92,6 +96,18 @@ def render_block(kind: str, arg: str | None, page: Path) -> str:
         note = NOTES.get((arg, r.date)) if r is not None else None
         return f"Note on its run of {r.date}: {note}.\n" if note else ""
     raise SystemExit(f"{page}: unknown generated block {kind!r}")
+
+
+def keys_table(command: str) -> str:
+    from s2emu.detect import JSON_KEYS as DETECT
+
+    tables = {"detect": DETECT}
+    if command not in tables:
+        raise SystemExit(f"no JSON key table for `s2emu {command}` in docs/generate.py keys_table")
+    rows = ["| key | meaning |", "|---|---|"]
+    for keys, meaning in tables[command].items():
+        rows.append(f"| {', '.join(f'`{k.strip()}`' for k in keys.split(','))} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 def included_table(md: Path, page: Path) -> str:
@@ -213,7 +229,7 @@ def cli_reference() -> str:
     helps = {a.dest: a.help for a in sub._choices_actions}
     out = [f"<!-- written by `{REGENERATE}` from the argument parser (s2emu/cli.py build_parser); edit the "
            f"parser, not this block -->", "",
-           f"`s2emu --version` prints the version. Commands: "
+           "`s2emu --version` prints the version. Commands: "
            + ", ".join(f"[`{name}`](#s2emu-{name})" for name in sub.choices) + ".", ""]
     for name, p in sub.choices.items():
         if name == "synth":  # it hands its arguments to host/synth.py, whose parser is the real one
@@ -247,6 +263,8 @@ class Result:
             return "run"
         if "strong_digests_identical" in d:
             return "scale"
+        if "loeo" in d and "ablation" in d:
+            return "kws_voices"
         if "truncation" in rows[0]:
             return "sweep"
         if "layout" in rows[0]:
@@ -401,6 +419,50 @@ def s_netns_latency(r: Result) -> tuple[str, str]:
             f"latency) / K; same digest: {_yes(d.get('same_digest'))}")
 
 
+def s_board(r: Result) -> tuple[str, str]:
+    d = r.data
+    cells = "; ".join(f"{e}: start-up {x['start_seconds']:.0f} s, {x['ticks_per_second']:.2f} ticks/s, "
+                      f"{x['memory_total_pss_bytes'] / 2**20:,.0f} MiB PSS in all ("
+                      f"{x['memory_total_pss_bytes'] / d['pes'] / 1024:.0f} KiB a PE)" for e, x in d["runs"].items())
+    x = next(iter(d["runs"].values()))
+    return (f"a whole board: {d['chips']} chips ({d['mesh'][0]} x {d['mesh'][1]}), {d['pes']:,} PEs, "
+            f"{d['neurons']:,} ALIF neurons, {d['synapses']:,} synapses, inference",
+            f"{cells}; {x['link_packets_per_tick']:,.0f} packets a tick cross chips; chip model "
+            f"{1e6 * x['chip_seconds_per_tick_peak']:.0f} us and {1e3 * x['chip_energy_per_tick_joules']:.1f} mJ a "
+            f"tick; same digest: {_yes(d.get('digests_identical'))}")
+
+
+def s_board_costs(r: Result) -> tuple[str, str]:
+    b, a = r.data["before"], r.data["after"]
+    return (f"what is not a PE's own state, board of {a['chips']} chips ({a['pes']:,} PEs), before and after the cuts",
+            f"a PE object {b['pe_object_bytes_per_pe'] / 1024:.0f} -> {a['pe_object_bytes_per_pe'] / 1024:.0f} KiB "
+            f"(SRAM state {a['sram_bytes'] / a['pes'] / 1024:.1f} KiB); a process of a chip's PEs "
+            f"{b['process']['with_chip_pes']['uss'] / 2**20:.0f} -> {a['process']['with_chip_pes']['uss'] / 2**20:.0f} "
+            f"MiB USS")
+
+
+def s_detect(r: Result) -> tuple[str, str]:
+    d, x = r.data, r.data["local"]
+    rtf = ", ".join(f"{y['engine']} {y['real_time_factor']:.2f}x" for y in d.get("ray") or [])
+    return (f"continuous detection in {d['recording']['seconds'] / 60:g} generated minutes, local engine "
+            f"(ray: real-time factor, {x.get('required_real_time_factor', 4.08)}x needed)",
+            f"recall {x['recall']:.3f}, {x['false_alarms_per_hour']:.0f} false alarms per hour, precision "
+            f"{x['precision']:.2f}" + (f"; {rtf}" if rtf else ""))
+
+
+def s_kws_voices(r: Result) -> tuple[str, str]:
+    d = r.data
+    parts = []
+    for key in ("loeo", "ablation", "reg"):
+        for row in d.get(key) or []:
+            left = next(v for g, v in row["groups"].items() if "left out" in g)
+            what = row.get("variant") or "all augmentations"
+            parts.append(f"{row['left_out']} out ({what}): {left['balanced_accuracy']:.3f}")
+    return (f"keyword model on voices it never heard: balanced accuracy on the engine left out, {d['epochs']} "
+            f"epoch(s), {d['train_fraction']:g} of the clips",
+            "; ".join(parts) + "; target >= 0.80")
+
+
 def s_soak(r: Result) -> tuple[str, str]:
     d = r.data
     return (f"{d['minutes']:.0f} min of keyword audio paced to real time, {d['engine']} engine",
@@ -488,12 +550,14 @@ SUMMARIES = {"run": s_run, "stream_rtf": s_stream_rtf, "nest_eprop": s_nest_epro
              "train_throughput": s_train_throughput, "full_chip": s_full_chip, "mesh": s_mesh, "window": s_window,
              "netns_latency": s_netns_latency,
              "soak": s_soak, "smoke": s_smoke, "ray_transport": s_ray_transport, "deepr_mnist": s_deepr_mnist,
-             "deepr_scaling": s_deepr_scaling, "bptt_scaling": s_bptt_scaling, "scale": s_scale, "sweep": s_sweep}
+             "deepr_scaling": s_deepr_scaling, "bptt_scaling": s_bptt_scaling, "scale": s_scale, "sweep": s_sweep,
+             "board": s_board, "board_costs": s_board_costs, "detect": s_detect, "kws_voices": s_kws_voices}
 
 # the page's order: what a reader asks first
 ORDER = ["kws_train", "stream_rtf", "nest_eprop", "train_throughput", "deepr_mnist", "deepr_scaling",
          "sweep_kws", "sweep_digits", "bptt_scaling", "full_chip", "full_chip_ppp4", "full_chip_2chips_ppp4",
-         "mesh", "window", "netns_latency", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
+         "kws_voices_loeo", "kws_voices_ablation", "kws_voices_reg", "detect", "board", "board_costs", "mesh", "window",
+         "netns_latency", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
 
 
 def summary(r: Result) -> tuple[str, str]:

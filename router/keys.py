@@ -56,9 +56,11 @@ class KeyAllocation:
     # Derived lookups (not part of the value).
     _ids: dict = field(init=False, repr=False, compare=False, hash=False)
     _offsets: tuple = field(init=False, repr=False, compare=False, hash=False)
+    _key_cache: dict = field(init=False, repr=False, compare=False, hash=False)  # (partition, slice) -> keys
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ids", {n: i for i, n in enumerate(self.partition_names)})
+        object.__setattr__(self, "_key_cache", {})
         # Per partition: int64 array of slice offsets (global index of each slice's neuron 0).
         object.__setattr__(self, "_offsets", tuple(
             np.concatenate([[0], np.cumsum(s[:-1], dtype=np.int64)]).astype(np.int64)
@@ -96,10 +98,17 @@ class KeyAllocation:
         return self._base(pid, s) | n
 
     def keys(self, partition: str, slice_index: int) -> np.ndarray:
-        """uint32 keys of every neuron of the slice, ascending."""
+        """uint32 keys of every neuron of the slice, ascending (read-only: made once per slice, as a build asks
+        for a source's keys once per PE that listens to it)."""
+        cached = (self._key_cache.get((partition, slice_index))
+                  if type(slice_index) is int and type(partition) is str else None)
+        if cached is not None:
+            return cached
         pid, s = self._slice(partition, slice_index)
-        return (np.arange(self.slice_sizes[pid][s], dtype=np.uint32)
-                | np.uint32(self._base(pid, s)))
+        keys = np.arange(self.slice_sizes[pid][s], dtype=np.uint32) | np.uint32(self._base(pid, s))
+        keys.flags.writeable = False
+        self._key_cache[(partition, s)] = keys
+        return keys
 
     def slice_key_mask(self, partition: str, slice_index: int) -> tuple[int, int]:
         """(key, mask) matching exactly the slice's block of 2**neuron_bits keys."""

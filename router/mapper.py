@@ -156,9 +156,10 @@ def route_flows(flows: list[Flow], endpoint_chips: tuple[int, ...], geometry: Me
     """Every flow as a multicast tree of shortest paths from its source's chip to its targets' chips.
     Returns the chips' tables (every chip with endpoints or on a path between two of them gets one), the
     number of entries before merging, and the most hops any packet (multicast or point-to-point) needs."""
-    local = {}  # endpoint -> its index on its chip
+    local, seen = {}, {}  # endpoint -> its index on its chip; chip -> its endpoints so far
     for e, c in enumerate(endpoint_chips):
-        local[e] = sum(1 for x in endpoint_chips[:e] if x == c)
+        local[e] = seen.get(c, 0)
+        seen[c] = local[e] + 1
     home = sorted(set(endpoint_chips))
     chips = set(home)  # point-to-point packets may travel between any two chips with endpoints
     hops = 0
@@ -168,24 +169,39 @@ def route_flows(flows: list[Flow], endpoint_chips: tuple[int, ...], geometry: Me
             chips.update(c for c, _ in geometry.p2p_path(a, b))
             hops = max(hops, geometry.distance(a, b))
     entries: dict[int, list[Entry]] = {c: [] for c in chips}
+    trees: dict[tuple, list[tuple[int, int]]] = {}  # (source chip, targets) -> its (chip, route) pairs
     for f in flows:
         src = endpoint_chips[f.source]
-        out: dict[int, set[int]] = {src: set()}  # chip -> links the tree leaves it by
-        came: dict[int, int] = {}  # chip -> the link the tree arrives by (the direction it travels)
-        for dest in sorted({endpoint_chips[t] for t in f.targets}):
-            for c, link in geometry.path(src, dest):
-                out.setdefault(c, set()).add(link)
-                n = geometry.neighbour(c, link)
-                if came.setdefault(n, link) != link:  # two paths into one chip would deliver twice
-                    raise RoutingError(f"the tree of key 0x{f.key:08x} enters chip {n} by two links")
-                out.setdefault(n, set())
-        for c, links in out.items():
-            ends = [local[t] for t in f.targets if endpoint_chips[t] == c]
-            if c != src and not ends and links == {came[c]}:
-                continue  # straight on: default routing carries it, no entry needed
-            entries[c].append(Entry(f.key, f.mask, route_for(endpoints=sorted(ends), links=sorted(links))))
+        tree = trees.get((src, f.targets))
+        if tree is None:  # a population's slices share their targets: one tree for all of them
+            tree = trees[(src, f.targets)] = _tree(f, src, endpoint_chips, local, geometry)
+        for c, route in tree:
+            entries[c].append(Entry(f.key, f.mask, route))
     tables = {c: build_table(es, capacity=capacity) for c, es in entries.items()}
     return tables, sum(len(es) for es in entries.values()), hops
+
+
+def _tree(f: Flow, src: int, endpoint_chips, local: dict, geometry: MeshGeometry) -> list[tuple[int, int]]:
+    """The multicast tree of flow f from chip `src` (route_flows): (chip, route) of each entry it needs."""
+    out: dict[int, set[int]] = {src: set()}  # chip -> links the tree leaves it by
+    came: dict[int, int] = {}  # chip -> the link the tree arrives by (the direction it travels)
+    ends: dict[int, list[int]] = {}  # chip -> the targets there, by local index
+    for t in f.targets:
+        ends.setdefault(endpoint_chips[t], []).append(local[t])
+    for dest in sorted(ends):
+        for c, link in geometry.path(src, dest):
+            out.setdefault(c, set()).add(link)
+            n = geometry.neighbour(c, link)
+            if came.setdefault(n, link) != link:  # two paths into one chip would deliver twice
+                raise RoutingError(f"the tree of key 0x{f.key:08x} enters chip {n} by two links")
+            out.setdefault(n, set())
+    tree = []
+    for c, links in out.items():
+        here = ends.get(c, [])
+        if c != src and not here and links == {came[c]}:
+            continue  # straight on: default routing carries it, no entry needed
+        tree.append((c, route_for(endpoints=sorted(here), links=sorted(links))))
+    return tree
 
 
 
@@ -339,7 +355,7 @@ def _flows(network: Network, vertices, keys: KeyAllocation, host: int) -> list[F
     for pop in network.populations:
         # where this population's packets must go: every PE of every population it projects to
         targets = sorted({v.pe for pr in network.projections if pr.pre == pop.name
-                          for v in vertices if v.holds(pr.post)})
+                          for v in by_pop.get(pr.post, ())})  # (these vertices hold one population each)
         if pop.model == "input":
             flows.append(_flow(keys.slice_key_mask(partition_name(pop.name, "values"), 0), host, targets))
         elif pop.model == "readout":

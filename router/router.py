@@ -90,6 +90,7 @@ class Router:
         self._u32 = np.empty(0, np.uint32)
         self._no_bounds = ([0] * n_endpoints,) * 2  # every endpoint gets none of a kind
         self._plans: dict[bytes, tuple] = {}  # key sequence -> its multicast plan (_multicast)
+        self._link_plans: dict[tuple, tuple] = {}  # (key sequence, direction) -> _mc_links' answer
         self._class_plans: dict[bytes, np.ndarray] = {}  # entries hit -> the endpoint classes (_classes)
         self.reset_counters()
 
@@ -355,14 +356,25 @@ class Router:
         over a link)."""
         if not len(keys):
             return _NO_LINKS
+        # the answer depends on the keys and the direction alone, and a PE's spikes repeat: remembered
+        memo = self._link_plans.get((keys.tobytes(), travelling))
+        if memo is not None:
+            self.default_routed += memo[1]
+            return memo[0]
         idx = self.table.lookup_many(keys)
         hit = idx >= 0
         sent = self._links[np.where(hit, idx, 0)] > 0 if len(self._links) else np.zeros((len(keys), N_LINKS), bool)
+        default = 0
         if not hit.all():
             sent[~hit] = False
             if travelling >= 0:
                 sent[~hit, travelling] = True
-                self.default_routed += int((~hit).sum())
+                default = int((~hit).sum())
+                self.default_routed += default
+        sent.flags.writeable = False  # shared by every later batch with these keys
+        if len(self._link_plans) >= MAX_PLANS:
+            self._link_plans.clear()
+        self._link_plans[(keys.tobytes(), travelling)] = (sent, default)
         return sent
 
     # ------------------------------------------------------------------ reports

@@ -20,6 +20,7 @@ __all__ = ["LINK_NAMES", "N_LINKS", "DEFAULT_CAPACITY", "route_for", "endpoints_
 
 N_LINKS = len(LINK_NAMES)
 DEFAULT_CAPACITY = 16384
+FEW = 4096  # lookup_many searches all masks at once for up to this many (keys x masks)
 _FULL = 0xFFFFFFFF
 
 
@@ -118,6 +119,12 @@ class MulticastTable:
             k_sorted, idx_sorted = keys[idx][order], idx[order]
             k_unique, first = np.unique(k_sorted, return_index=True)
             self._groups.append((np.uint32(mask), k_unique.astype(np.uint32), idx_sorted[first]))
+        # the groups as one sorted array of (group << 32 | key), for lookups of a few keys at a time (_lookup_few)
+        self._masks = np.array([m for m, _, _ in self._groups], dtype=np.int64)
+        self._group_keys = np.concatenate([(g << 32) + ks.astype(np.int64) for g, (_, ks, _) in
+                                           enumerate(self._groups)]) if self._groups else np.zeros(0, np.int64)
+        self._group_first = np.concatenate([f for _, _, f in self._groups]) if self._groups else np.zeros(0, np.int64)
+        self._group_ids = np.arange(len(self._groups), dtype=np.int64) << 32
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -141,12 +148,23 @@ class MulticastTable:
                 raise RoutingError("lookup_many keys must be integers in [0, 2**32)")
             k = k.astype(np.uint32)
         none = np.int64(len(self.entries))  # sentinel above every real index
+        if k.ndim == 1 and 0 < k.size * len(self._groups) <= FEW:
+            return self._lookup_few(k, none)
         best = np.full(k.shape, none, dtype=np.int64)
         for mask, k_sorted, first in self._groups:
             masked = k & mask
             pos = np.minimum(np.searchsorted(k_sorted, masked), len(k_sorted) - 1)
             hit = k_sorted[pos] == masked
             np.minimum(best, np.where(hit, first[pos], none), out=best)
+        best[best == none] = -1
+        return best
+
+    def _lookup_few(self, k: np.ndarray, none: np.int64) -> np.ndarray:
+        """lookup_many for a few keys (a batch of one PE's spikes): every key under every mask at once, in one
+        search of all the groups' keys, instead of a pass per mask (tables on a mesh have a score of masks)."""
+        q = self._group_ids + (k.astype(np.int64)[:, None] & self._masks)  # [keys, groups]
+        pos = np.minimum(np.searchsorted(self._group_keys, q), len(self._group_keys) - 1)
+        best = np.where(self._group_keys[pos] == q, self._group_first[pos], none).min(axis=1)
         best[best == none] = -1
         return best
 

@@ -449,10 +449,10 @@ def cmd_scale(args) -> dict:
     import dataclasses
 
     from .chipmodel import parse_assumptions
-    from .scale import parse_modes, parse_pes, scale, summary, write
+    from .scale import parse_axis, parse_modes, scale, summary, write
 
-    recipe = _load(args)
-    pes, modes = parse_pes(args.pes_list), parse_modes(args.mode)
+    recipe, pes, chips = parse_axis(_load(args), args.pes_list, args.chips_list)
+    modes = parse_modes(args.mode)
     limits = {k: v for k, v in (("max_train", args.train), ("max_test", args.test)) if v is not None}
     if limits:
         if "max_train" not in recipe.data:
@@ -462,19 +462,21 @@ def cmd_scale(args) -> dict:
     def row_done(row):
         if args.quiet:
             return
+        what = f"{row['chips']} chips" if chips else f"{row['pes']} PEs"
         if row["error"]:
-            err_console.print(f"[yellow]{row['mode']} {row['pes']} PEs: does not fit: {row['error']}[/]")
+            err_console.print(f"[yellow]{row['mode']} {what}: does not fit: {row['error']}[/]")
         else:
-            err_console.print(f"{row['mode']} {row['pes']} PEs: {row['ms_per_tick']:.2f} ms/tick, largest PE "
+            err_console.print(f"{row['mode']} {what}: {row['ms_per_tick']:.2f} ms/tick, largest PE "
                               f"{row['sram_max_pe_bytes']:,} B, {row['packets_per_tick']:.1f} packets/tick, "
                               f"chip {row['chip_us_per_tick']:.0f} us/tick, digest {row['state_digest'][:12]}")
 
     rows = scale(recipe, pes, modes, engine=args.engine, repeats=args.repeats, row_done=row_done,
                  progress=None if args.quiet else lambda label: ProgressBar(label),
                  address=args.address, transport=args.transport, assume=parse_assumptions(args.assume),
-                 pes_per_process=args.pes_per_process, window=args.window)
+                 pes_per_process=args.pes_per_process, window=args.window, chips=chips)
     summ = summary(rows)
-    title = (f"{recipe.name} on the {args.engine} engine, --pes {','.join(map(str, pes))}, "
+    axis = f"--chips {','.join(map(str, chips))}" if chips else f"--pes {','.join(map(str, pes))}"
+    title = (f"{recipe.name} on the {args.engine} engine, {axis}, "
              f"{recipe.schedule.epochs} epoch(s), batch {recipe.schedule.batch}")
     paths = write(rows, summ, args.out or f"runs/scale/{recipe.name}", title)
     if not args.json:
@@ -663,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("scale", help="strong and weak scaling across PE counts (tables and plots)")
     sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe")
     sp.add_argument("--pes", dest="pes_list", default="1,2,4,8", help="PE counts to split the network over (default 1,2,4,8)")
+    sp.add_argument("--chips", dest="chips_list", metavar="CHIPS", help="chip counts instead (e.g. 1,4,16,48): strong, the "
+                    "network spread over them; weak, a copy per chip joined to its neighbours (s2emu/scale.py)")
     sp.add_argument("--mode", default="strong,weak", help="strong (same network), weak (network grows with "
                     "the PEs), or both (default)")
     engine_options(sp)

@@ -575,10 +575,10 @@ class Network:
         net.source = r.source
         return net
 
-    def to_recipe(self, path) -> Path:
-        """Write the network as a TOML recipe at `path`; explicit weights and array data go to
-        <stem>.arrays.npz beside it, which the recipe names. Paths in it are relative to its folder.
-        Returns the path written."""
+    def to_recipe(self, path, comment: str | None = None) -> Path:
+        """Write the network as a TOML recipe at `path`, headed by `comment` (lines); explicit weights and
+        array data go to <stem>.arrays.npz beside it, which the recipe names. Paths in it are relative to its
+        folder. Returns the path written."""
         path = Path(path)
         folder = path.parent
         doc = self._doc(self.data)
@@ -599,7 +599,7 @@ class Network:
         folder.mkdir(parents=True, exist_ok=True)
         if arrays:
             write_npz(npz, arrays)
-        text = toml_text(doc, f"written by s2emu.snn Network.to_recipe from network '{self.name}'")
+        text = toml_text(doc, comment or f"written by s2emu.snn Network.to_recipe from network '{self.name}'")
         write_atomically(path, lambda f: f.write(text.encode("utf-8")))
         return path
 
@@ -691,7 +691,7 @@ def _defaults_of_schema(schema: dict) -> dict:
 def toml_text(doc: dict, comment: str = "") -> str:
     """A recipe document as TOML: top-level keys, then its tables and arrays of tables. Values equal to the
     schema's default are left out of [data], [learning] and [schedule], except each table's kind or rule."""
-    lines = [f"# {comment}"] if comment else []
+    lines = [f"# {line}".rstrip() for line in comment.splitlines()]
     for key in ("name", "description", "seed", "model"):
         if key in doc:
             lines.append(f"{key} = {_toml_value(doc[key])}")

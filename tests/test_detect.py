@@ -125,6 +125,8 @@ def test_the_long_recording_is_deterministic_and_holds_its_words(recording, tmp_
     assert open(again["csv"]).read() == open(recording["csv"]).read()
     other = make_longform(tmp_path / "other.wav", minutes=1 / 3, seed=4)
     assert open(other["csv"]).read() != open(recording["csv"]).read()
+    from test_docs import assert_documented
+    assert_documented("longform", recording)  # `s2emu longform --json` prints make_longform's dict
     x = read_wav(recording["wav"]).samples
     truth = read_truth(recording["csv"])
     assert len(x) == 320000 and recording["utterances"] == len(truth) >= 5

@@ -263,6 +263,8 @@ def test_the_cli_prints_one_json_object(server, corpus_archive, tmp_path):
     assert r["sha256"] == sha(corpus_archive) and r["bytes"] == len(corpus_archive) and r["version"] == 2
     assert r["run_command"] == f"s2emu run recipes/eprop_kws.toml --data {r['path']}"
     assert index_splits(Corpus(r["archive"]))["test"].paths  # the archive kept is one the loader reads too
+    from test_docs import assert_documented
+    assert_documented("data", r)
 
 
 def test_the_cli_refuses_a_mirror_it_cannot_check(server, tmp_path, capsys):
