@@ -255,7 +255,11 @@ ENGINE_VOICES = {
 SPEAKERS = {"flite:kal": "kal", "flite:kal16": "kal", "festival:kal_diphone": "kal", "flite:slt": "slt",
             "festival:cmu_us_slt_arctic_hts": "slt"}
 FESTIVAL_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
-                     "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+                     "cmu_us_slt_arctic_hts": "festvox-us-slt-hts", "lp_diphone": "festvox-italp16k",
+                     "pc_diphone": "festvox-itapc16k"}
+# pico's voices; those of other languages read the English words by their own language's rules (accented
+# speakers), as do festival's Italian voices (lp_diphone, pc_diphone)
+PICO_VOICES = ("en-US", "en-GB", "de-DE", "es-ES", "fr-FR", "it-IT")
 FESTIVAL_VOICE_DIRS = ("/usr/share/festival/voices",)
 TEMPO = (0.8, 1.25)  # sox tempo factor (speech rate) for engines other than espeak-ng
 PITCH_CENTS = (-300, 300)  # sox pitch shift
@@ -317,8 +321,8 @@ def engine_version(engine: str, names) -> str:
     except ImportError:
         raise SynthError("SVOX pico is not installed (pip install ttspico)") from None
     for name in names:
-        if name not in ("en-US", "en-GB"):
-            raise SynthError(f"pico: {name!r} is not an English pico voice (en-US, en-GB)")
+        if name not in PICO_VOICES:
+            raise SynthError(f"pico has no voice {name!r} (it has: {', '.join(PICO_VOICES)})")
     return "ttspico " + _package_version("ttspico")
 
 

@@ -216,11 +216,11 @@ def test_readme_is_short_and_keeps_the_two_commands():
     assert ('python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[plots,voices]" && '
             's2emu run recipes/eprop_kws.toml') in readme
     # the main job's corpus needs the four synthesizers: its setup command installs each engine it uses
-    from s2emu.host.synth import FESTIVAL_PACKAGES
+    from s2emu.host.synth import ENGINE_VOICES, FESTIVAL_PACKAGES
     from s2emu.recipe import load_recipe
     engines = load_recipe(str(ROOT / "recipes" / "eprop_kws.toml")).data["synth"]["engines"]
     needs = {"espeak-ng": ["espeak-ng"], "flite": ["flite", "sox"], "festival": ["festival", "sox",
-             *FESTIVAL_PACKAGES.values()], "pico": []}
+             *(FESTIVAL_PACKAGES[v] for vs in ENGINE_VOICES["festival"].values() for v in vs)], "pico": []}
     setup = next(line for line in readme.splitlines() if "s2emu run recipes/eprop_kws.toml" in line and "venv" in line)
     for e in engines:
         for pkg in needs[e]:
