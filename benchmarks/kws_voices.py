@@ -1,7 +1,7 @@
 """Does the keyword model hear words, or one synthesizer? Leave-one-engine-out and an augmentation ablation.
 
-    python benchmarks/kws_voices.py [--experiments loeo,ablation] [--corpus DIR] [--epochs N] [--max-train N]
-        [--ablation-engine festival] [--out DIR]
+    python benchmarks/kws_voices.py [--experiments loeo,ablation] [--corpus DIR] [--extra-corpus DIR] [--epochs N]
+        [--max-train N] [--ablation-engine festival] [--out DIR]
 
 The corpus is the main recipe's (recipes/eprop_kws.toml, [data.synth]: every engine, made on first use and
 cached) unless --corpus names another made by `s2emu synth` (it needs manifest.csv). Every run trains the
@@ -37,6 +37,7 @@ from s2emu.recipe import load_recipe
 from s2emu.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
+ROOT_KEY = "_corpus"  # a manifest row's corpus folder, for rows of --extra-corpus
 
 
 def make_view(corpus: Path, out: Path, rows: list[dict], train, test) -> tuple[int, int]:
@@ -46,7 +47,7 @@ def make_view(corpus: Path, out: Path, rows: list[dict], train, test) -> tuple[i
     kept = [r for r in rows if train(r) or test(r)]
     for r in kept:
         (out / r["path"]).parent.mkdir(exist_ok=True)
-        (out / r["path"]).symlink_to(corpus / r["path"])
+        (out / r["path"]).symlink_to(Path(r.get(ROOT_KEY) or corpus) / r["path"])
     (out / "_background_noise_").mkdir()
     for f in sorted((corpus / "_background_noise_").iterdir()):
         (out / "_background_noise_" / f.name).symlink_to(f)
@@ -54,7 +55,7 @@ def make_view(corpus: Path, out: Path, rows: list[dict], train, test) -> tuple[i
     (out / "testing_list.txt").write_text("".join(p + "\n" for p in tests))
     (out / "validation_list.txt").write_text("")
     with open(out / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w = csv.DictWriter(f, [k for k in rows[0] if k != ROOT_KEY], extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(kept)
     return len(kept) - len(tests), len(tests)
@@ -90,6 +91,9 @@ def main() -> None:
     ap.add_argument("--experiments", default="loeo,ablation")
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "eprop_kws.toml"))
     ap.add_argument("--corpus", help="a corpus made by s2emu synth (default: the recipe's [data.synth] corpus)")
+    ap.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",
+                    help="another corpus made by s2emu synth (e.g. more voices) whose clips join the corpus's "
+                         "(its train clips train, its test clips are held out; file names must not collide)")
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs")
     ap.add_argument("--max-train", type=int, default=0, help="train on a seeded subset of N clips (0: all)")
     ap.add_argument("--train-fraction", type=float, default=1.0,
@@ -107,6 +111,15 @@ def main() -> None:
     corpus = Path(args.corpus or corpus_path(recipe.data)).resolve()
     with open(corpus / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    for extra in args.extra_corpus:
+        extra = Path(extra).resolve()
+        with open(extra / "manifest.csv", newline="") as f:
+            more = [{**r, ROOT_KEY: str(extra)} for r in csv.DictReader(f)]
+        clash = {r["path"] for r in rows} & {r["path"] for r in more}
+        if clash:
+            raise SystemExit(f"--extra-corpus {extra}: {len(clash)} clips share a path with the corpus's "
+                             f"(e.g. {min(clash)})")
+        rows += more
     engines = sorted({r["engine"] for r in rows})
     augment = tuple(recipe.data["augment"]) if recipe.data["augment_copies"] else AUGMENTATIONS
     if not recipe.data["augment_copies"]:
@@ -115,7 +128,8 @@ def main() -> None:
 
     def picked(r):  # the --train-fraction share of the training clips, the same in every run
         return int(hashlib.sha256(r["path"].encode()).hexdigest()[:8], 16) < args.train_fraction * 16**8
-    out = {"recipe": recipe.name, "corpus": str(corpus), "epochs": recipe.schedule.epochs,
+    out = {"recipe": recipe.name, "corpus": str(corpus), "extra_corpora": args.extra_corpus,
+           "epochs": recipe.schedule.epochs,
            "augment_copies": recipe.data["augment_copies"], "max_train": args.max_train,
            "train_fraction": args.train_fraction, "engines": engines,
            "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "loeo": [], "ablation": [], "reg": []}
@@ -167,6 +181,8 @@ def main() -> None:
           f"{f' --max-train {args.max_train}' if args.max_train else ''}"
           f"{f' --train-fraction {args.train_fraction:g}' if args.train_fraction < 1 else ''}"
           f"{f' --variants {chr(34)}{args.variants}{chr(34)}' if args.variants else ''}"
+          f"{''.join(f' --extra-corpus {x}' for x in args.extra_corpus)}"
+          f"{f' --ablation-engine {args.ablation_engine}' if args.ablation_engine != 'festival' else ''}"
           f"{f' --out {args.out}' if args.out != str(RESULTS) else ''}`.", ""]
     for key, title in (("loeo", "Leave one engine out"), ("ablation", f"Ablation, {args.ablation_engine} left out"),
                        ("reg", f"Firing-rate regularization, {args.ablation_engine} left out")):

@@ -556,7 +556,7 @@ SUMMARIES = {"run": s_run, "stream_rtf": s_stream_rtf, "nest_eprop": s_nest_epro
 # the page's order: what a reader asks first
 ORDER = ["kws_train", "stream_rtf", "nest_eprop", "train_throughput", "deepr_mnist", "deepr_scaling",
          "sweep_kws", "sweep_digits", "bptt_scaling", "full_chip", "full_chip_ppp4", "full_chip_2chips_ppp4",
-         "kws_voices_loeo", "kws_voices_ablation", "kws_voices_reg", "detect", "board", "board_costs", "mesh", "window",
+         "kws_voices_loeo", "kws_voices_ablation", "kws_voices_reg", "kws_voices_speakers", "detect", "board", "board_costs", "mesh", "window",
          "netns_latency", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
 
 

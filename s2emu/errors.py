@@ -28,6 +28,11 @@ class ActorDiedError(S2EmuError):
     emulation from its last checkpoint (--max-restarts)."""
 
 
+class PlacementError(S2EmuError):
+    """The Ray cluster cannot place the emulation's chips (after a node was lost, the nodes left are too few or
+    have no CPU to give a chip's bundle): no restart helps; the message says what the cluster has."""
+
+
 class OutputError(S2EmuError):
     """A run finished, but not all of its outputs could be written where asked (they went elsewhere: the
     message says where). `result` is the run's result: the CLI still prints it (--json)."""

@@ -205,6 +205,55 @@ def test_a_fault_beyond_the_restarts_leaves_a_usable_checkpoint(tmp_path, ray_lo
     assert run(r, resume=str(path))["state_digest"] == run(r)["state_digest"]
 
 
+@pytest.mark.ray
+def test_a_cluster_that_cannot_hold_the_chips_says_so_in_one_line(ray_local):
+    """Every CPU of the cluster taken (as when the nodes left after a loss have none to give): placing the chips
+    fails within its bound with what the cluster has, not as a hang to restart from."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from s2emu.engines.ray_engine.cluster import Placement
+    from s2emu.errors import PlacementError
+
+    hog = placement_group([{"CPU": ray_local.cluster_resources()["CPU"]}])
+    ray_local.get(hog.ready(), timeout=30)
+    placement = Placement([0, 1, 2])
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(PlacementError, match=r"cannot hold the emulation: its 3 chip\(s\) .* 1 live node\(s\) "
+                                                 r"have 2 CPU \(0 free\)"):
+            placement.wait(timeout=3)
+        assert time.monotonic() - t0 < 15
+    finally:
+        placement.remove()
+        remove_placement_group(hog)
+
+
+@pytest.mark.ray
+def test_a_restart_the_cluster_cannot_place_names_the_checkpoint(tmp_path, ray_local, monkeypatch):
+    """A PE killed mid-run, and the restart asks the cluster for more than it has (a chip's bundle raised past
+    the node's CPUs: the nodes left too small for the emulation): the run ends with PlacementError naming the
+    last checkpoint, which resumes on the local engine to the same bits."""
+    from s2emu.engines.ray_engine import cluster, run_ray
+    from s2emu.errors import PlacementError
+
+    monkeypatch.setattr(cluster, "PLACEMENT_TIMEOUT", 5.0)
+    r = CASES["smoke"]()
+    b = build_run(r)
+    pids = {}
+    kill, killed = killer(pids, "pe", b.n_ticks // 2)
+
+    def progress(n):
+        kill(n)
+        if killed:
+            monkeypatch.setattr(cluster, "PLACEMENT_CPU", 64.0)
+    path = tmp_path / "run.s2ckpt"
+    with pytest.raises(PlacementError, match="cannot hold the emulation.*resumes the run") as e:
+        run_ray(b, progress=progress, on_ready=pids.update, checkpointer=Checkpointer(path, b.n_ticks // 5, b),
+                max_restarts=2)
+    assert killed and str(path) in str(e.value) and "1 chip(s) need a bundle of 64 CPU" in str(e.value)
+    assert run(r, resume=str(path))["state_digest"] == run(r)["state_digest"]
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379", "not-an-address"])
 def test_an_address_with_no_cluster_fails_fast(address):
     t0 = time.monotonic()

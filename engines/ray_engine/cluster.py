@@ -6,9 +6,9 @@ import logging
 import os
 import time
 
-from s2emu.errors import S2EmuError
+from s2emu.errors import ActorDiedError, PlacementError, S2EmuError
 
-from .waits import START_TIMEOUT, get_all
+from .waits import get_all
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -155,6 +155,7 @@ def _cluster_is_this_machine() -> bool:
 
 
 PLACEMENT_CPU = 0.001  # what a chip's bundle reserves: a token (the actors take no CPU), for Ray to place it
+PLACEMENT_TIMEOUT = 60.0  # seconds for Ray to place the chips' bundles: a live cluster does it at once
 
 
 class Placement:
@@ -168,11 +169,24 @@ class Placement:
         self.bundle = {c: i for i, c in enumerate(chips)}
         self.group = placement_group([{"CPU": PLACEMENT_CPU}] * len(chips), strategy="SPREAD")
 
-    def wait(self) -> list[str]:
-        """Block until the group is placed; the node id of every chip's bundle, in chip order."""
+    def wait(self, timeout: float | None = None) -> list[str]:
+        """Block until the group is placed (at most `timeout`, default PLACEMENT_TIMEOUT); the node id of every
+        chip's bundle, in chip order. PlacementError when it cannot be placed: Ray waits for ever for resources
+        that may come, but nodes that would hold it do not come back by themselves."""
+        import ray
         from ray.util.placement_group import placement_group_table
 
-        get_all([self.group.ready()], START_TIMEOUT, "placing the chips on the cluster's nodes")
+        try:
+            get_all([self.group.ready()], PLACEMENT_TIMEOUT if timeout is None else timeout,
+                    "placing the chips on the cluster's nodes")
+        except ActorDiedError:
+            alive = [n for n in ray.nodes() if n.get("Alive")]
+            cpus = sum(n.get("Resources", {}).get("CPU", 0.0) for n in alive)
+            free = ray.available_resources().get("CPU", 0.0)
+            raise PlacementError(
+                f"the cluster cannot hold the emulation: its {len(self.bundle)} chip(s) need a bundle of "
+                f"{PLACEMENT_CPU:g} CPU each, and its {len(alive)} live node(s) have {cpus:g} CPU ({free:g} free) "
+                f"after {PLACEMENT_TIMEOUT if timeout is None else timeout:.0f} s") from None
         nodes = placement_group_table(self.group)["bundles_to_node_id"]
         return [nodes[i] for i in self.bundle.values()]
 

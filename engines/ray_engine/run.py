@@ -6,7 +6,7 @@ import time
 from collections import deque
 
 from s2emu.checkpoint import in_flight, read_checkpoint
-from s2emu.errors import ActorDiedError, S2EmuError
+from s2emu.errors import ActorDiedError, PlacementError, S2EmuError
 
 from ..contract import TRANSPORTS, LiveStatus, RawRun
 from . import waits
@@ -91,10 +91,10 @@ def run_ray(build, *, progress=None, address: str | None = None, transport: str 
                     except RayletDownError as down:
                         raise down from None
                 if not isinstance(err, ActorDiedError) or len(restarted_from) >= max_restarts:
-                    if isinstance(err, ActorDiedError) and checkpointer is not None and checkpointer.written:
-                        err = ActorDiedError(f"{err}; the last checkpoint, {checkpointer.path} (tick "
-                                             f"{checkpointer.last_tick}), resumes the run: "
-                                             f"--resume {checkpointer.path}")
+                    if isinstance(err, (ActorDiedError, PlacementError)) and checkpointer is not None \
+                            and checkpointer.written:
+                        err = type(err)(f"{err}; the last checkpoint, {checkpointer.path} (tick "
+                                        f"{checkpointer.last_tick}), resumes the run: --resume {checkpointer.path}")
                     raise err from None
             else:
                 # the whole run, not its last attempt: --resume's tick, every attempt's time
