@@ -44,3 +44,22 @@ def split_row(r: dict, engine: str, samples: int, walls: list[float]) -> dict:
             "macs_per_sample": sum(c["macs"] for c in r["pe_counters"]) / samples,
             "busiest_pe_macs_per_sample": max(c["macs"] for c in r["pe_counters"]) / samples,
             "accuracy": r["accuracy"], "state_digest": r["state_digest"]}
+
+
+# ------------------------------------------------------------------ process memory (Linux /proc)
+
+def process_memory(pid: int) -> dict:
+    """rss, pss and uss bytes of one process (/proc/PID/smaps_rollup)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) * 1024
+    return {"rss": fields["Rss"], "pss": fields["Pss"],
+            "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
+def mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from _results import arguments, write_results
+from _results import arguments, mem_available, process_memory, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -75,23 +75,6 @@ def write_recipe(chips: int = 48, path: Path = BOARD) -> None:
 
 
 # ------------------------------------------------------------------------------------------- memory
-
-def process_memory(pid: int) -> dict:
-    """rss, pss and uss bytes of one process (/proc/PID/smaps_rollup)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0]) * 1024
-    return {"rss": fields["Rss"], "pss": fields["Pss"],
-            "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
-
-
-def mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
 
 class Peak:
     """The largest RSS and PSS this process reaches while it runs, sampled every `every` seconds."""

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import arguments, write_results
+from _results import arguments, mem_available, process_memory, write_results
 
 from s2emu.build import build
 from s2emu.engines import run_engine
@@ -33,23 +33,6 @@ from s2emu.recipe import load_recipe
 from s2emu.runner import assemble_spikes, assemble_weights, state_digest
 
 MIB = 1024 * 1024
-
-
-def process_memory(pid: int) -> dict:
-    """rss, pss and uss bytes of one process (/proc/PID/smaps_rollup)."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0]) * 1024
-    return {"rss": fields["Rss"], "pss": fields["Pss"],
-            "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
-
-
-def mem_available() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def chip_recipe(pes: int, per_pe: int, chips: int = 1):

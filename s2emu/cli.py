@@ -664,7 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp = sub.add_parser("scale", help="strong and weak scaling across PE counts (tables and plots)")
     sp.add_argument("recipe", help="recipe TOML file, or the name of a bundled recipe")
-    sp.add_argument("--pes", dest="pes_list", default="1,2,4,8", help="PE counts to split the network over (default 1,2,4,8)")
+    from .scale import DEFAULT_PES  # parse_axis tells the default from a --pes given with --chips
+    sp.add_argument("--pes", dest="pes_list", default=DEFAULT_PES, help=f"PE counts to split the network over "
+                    f"(default {DEFAULT_PES})")
     sp.add_argument("--chips", dest="chips_list", metavar="CHIPS", help="chip counts instead (e.g. 1,4,16,48): strong, the "
                     "network spread over them; weak, a copy per chip joined to its neighbours (s2emu/scale.py)")
     sp.add_argument("--mode", default="strong,weak", help="strong (same network), weak (network grows with "

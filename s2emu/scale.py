@@ -49,24 +49,22 @@ CHIP_FIELDS = ("chips", "mesh", "chips_in_use", "pes_per_chip", "hops", "link_pa
 LATERAL_SCALE = 0.5  # weak rows across chips: a lateral projection's init_scale, times its recurrent one's
 
 
-def parse_pes(spec: str) -> list[int]:
+def _parse_counts(spec: str, option: str, what: str) -> list[int]:
     try:
-        pes = [int(p) for p in spec.split(",") if p.strip()]
+        counts = [int(c) for c in spec.split(",") if c.strip()]
     except ValueError:
-        raise RecipeError(f"--pes: '{spec}' is not a comma-separated list of PE counts") from None
-    if not pes or min(pes) < 1:
-        raise RecipeError(f"--pes: PE counts must be >= 1, got '{spec}'")
-    return sorted(dict.fromkeys(pes))
+        raise RecipeError(f"{option}: '{spec}' is not a comma-separated list of {what} counts") from None
+    if not counts or min(counts) < 1:
+        raise RecipeError(f"{option}: {what} counts must be >= 1, got '{spec}'")
+    return sorted(dict.fromkeys(counts))
+
+
+def parse_pes(spec: str) -> list[int]:
+    return _parse_counts(spec, "--pes", "PE")
 
 
 def parse_chips(spec: str) -> list[int]:
-    try:
-        chips = [int(c) for c in spec.split(",") if c.strip()]
-    except ValueError:
-        raise RecipeError(f"--chips: '{spec}' is not a comma-separated list of chip counts") from None
-    if not chips or min(chips) < 1:
-        raise RecipeError(f"--chips: chip counts must be >= 1, got '{spec}'")
-    return sorted(dict.fromkeys(chips))
+    return _parse_counts(spec, "--chips", "chip")
 
 
 DEFAULT_PES = "1,2,4,8"  # `s2emu scale --pes`'s default
