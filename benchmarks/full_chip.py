@@ -22,7 +22,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from _results import arguments, mem_available, process_memory, write_results
 
