@@ -106,14 +106,11 @@ class Peak:
 
 def figures(b, raw, engine: str) -> dict:
     """What both engines report: digest, ticks, packets, the chip model."""
-    from s2emu.chipmodel import chip_model
-    from s2emu.runner import assemble_spikes, assemble_weights, state_digest, step_seconds
+    from s2emu.runner import assemble_spikes, assemble_weights, run_chip_model, state_digest
 
     weights, spikes = assemble_weights(b, raw), assemble_spikes(b, raw)
-    pe_counters = [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())]
+    pe_counters, cm = run_chip_model(b, raw)
     samples = int((b.plan.idx >= 0).sum())
-    cm = chip_model(pe_counters, raw.router_counters, raw.ticks, samples, streams=b.host_config["streams"],
-                    step_seconds=step_seconds(b.recipe.data), wall_seconds=raw.wall_seconds)
     rc = raw.router_counters
     neurons = sum(p.size for p in b.recipe.network.populations if p.is_neuron)
     n_spikes = sum(len(s) for s in spikes.values())

@@ -75,6 +75,15 @@ def sparse_weight_bytes(b: Build) -> int:
     return sum(i["bytes"] for m in b.memory for i in m["items"] if i["name"].rsplit(".", 1)[-1] in SPARSE_STORAGE)
 
 
+def run_chip_model(b: Build, raw: RawRun, assume: dict[str, float] | None = None) -> tuple[list[dict], dict]:
+    """A run's PE counters (a row per PE) and the chip model's time and energy for it (s2emu/chipmodel.py)."""
+    pe_counters = [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())]
+    model = chip_model(pe_counters, raw.router_counters, raw.ticks, int((b.plan.idx >= 0).sum()),
+                       streams=b.host_config["streams"], step_seconds=step_seconds(b.recipe.data),
+                       wall_seconds=raw.wall_seconds, overrides=assume)
+    return pe_counters, model
+
+
 def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, transport: str = "channels",
         progress=None, allow_drops: bool = False, weights: dict[str, np.ndarray] | None = None,
         checkpoint: str | None = None, checkpoint_every: int | None = None, resume: str | None = None,
@@ -108,9 +117,7 @@ def run(recipe: Recipe, *, engine: str = "local", address: str | None = None, tr
         raise S2EmuError(f"{raw.host_results['missing_outputs']} test samples got no readout output")
     weights, spikes = assemble_weights(b, raw), assemble_spikes(b, raw)
     hr = raw.host_results
-    pe_counters = [{"pe": pe, **c} for pe, c in sorted(raw.pe_counters.items())]
-    model = chip_model(pe_counters, raw.router_counters, raw.ticks, int((b.plan.idx >= 0).sum()),
-                       streams=b.host_config["streams"], step_seconds=step_seconds(recipe.data), wall_seconds=raw.wall_seconds, overrides=assume)
+    pe_counters, model = run_chip_model(b, raw, assume)
     return {
         "recipe": recipe.name,
         "engine": engine,
