@@ -9,7 +9,7 @@ from conftest import smoke
 from test_cli import s2emu
 
 from s2emu.errors import RecipeError
-from s2emu.scale import parse_modes, parse_pes, scale, scaled_recipe, summary, write
+from s2emu.scale import parse_chips, parse_modes, parse_pes, scale, scaled_recipe, summary, write
 
 
 def test_strong_scaling_same_digest_and_figures(tmp_path):
@@ -53,8 +53,11 @@ def test_parse_errors():
     assert parse_pes("4,1,2,2") == [1, 2, 4]
     assert parse_modes("weak") == ["weak"]
     for bad in ("", "a,b", "0,2"):
-        with pytest.raises(RecipeError):
+        with pytest.raises(RecipeError, match="^--pes: "):
             parse_pes(bad)
+        with pytest.raises(RecipeError, match="^--chips: .*chip counts"):
+            parse_chips(bad)
+    assert parse_chips("48,1,4,4") == [1, 4, 48]
     with pytest.raises(RecipeError):
         parse_modes("strong,diagonal")
 
