@@ -38,7 +38,6 @@ from pathlib import Path
 from .errors import MachineError, RecipeError, RoutingError
 from .machine import LINK_NAMES
 from .network import Network, Projection
-from .runner import run
 
 MODES = ("strong", "weak")
 FIELDS = ("mode", "pes", "pes_total", "neurons", "weights", "ticks", "ms_per_tick", "ticks_per_second",
@@ -194,6 +193,8 @@ def scale(recipe, pes: list[int], modes: list[str], *, engine: str = "local", re
     """Run every (mode, PE count), or with `chips`, every (mode, chip count) (this module's docstring);
     progress(label) returns a progress object for one run (or None); row_done(row) hears of each finished
     row."""
+    from .runner import run  # here, not at the top: the CLI reads this module's DEFAULT_PES as it starts
+
     rows = []
     for mode in modes:
         for n in chips or pes:
