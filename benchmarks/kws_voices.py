@@ -95,6 +95,7 @@ def main() -> None:
                     help="another corpus made by s2emu synth (e.g. more voices) whose clips join the corpus's "
                          "(its train clips train, its test clips are held out; file names must not collide)")
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    ap.add_argument("--seed", type=int, help="override the recipe's seed (initial weights, augmentation draws)")
     ap.add_argument("--max-train", type=int, default=0, help="train on a seeded subset of N clips (0: all)")
     ap.add_argument("--train-fraction", type=float, default=1.0,
                     help="train on this share of the training clips, picked by a hash of their paths (before "
@@ -105,7 +106,7 @@ def main() -> None:
     ap.add_argument("--reg-rate", type=float, default=10.0, help="reg: firing-rate regularization c_reg")
     ap.add_argument("--target-rate-hz", type=float, default=10.0, help="reg: its target rate")
     args = ap.parse_args()
-    recipe = load_recipe(args.recipe).with_overrides(epochs=args.epochs)
+    recipe = load_recipe(args.recipe).with_overrides(epochs=args.epochs, seed=args.seed)
     # no spike recording: only the accuracies are wanted, and a recording of every tick costs minutes
     recipe = dataclasses.replace(recipe, data={**recipe.data, "max_train": args.max_train}, record_spikes=())
     corpus = Path(args.corpus or corpus_path(recipe.data)).resolve()
@@ -129,7 +130,7 @@ def main() -> None:
     def picked(r):  # the --train-fraction share of the training clips, the same in every run
         return int(hashlib.sha256(r["path"].encode()).hexdigest()[:8], 16) < args.train_fraction * 16**8
     out = {"recipe": recipe.name, "corpus": str(corpus), "extra_corpora": args.extra_corpus,
-           "epochs": recipe.schedule.epochs,
+           "epochs": recipe.schedule.epochs, "seed": recipe.seed,
            "augment_copies": recipe.data["augment_copies"], "max_train": args.max_train,
            "train_fraction": args.train_fraction, "engines": engines,
            "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "loeo": [], "ablation": [], "reg": []}
@@ -178,6 +179,7 @@ def main() -> None:
           f"{out['epochs']} epochs, {out['augment_copies']} augmented copies per clip; balanced accuracy, chance "
           f"0.083. Command: `python benchmarks/kws_voices.py --experiments {args.experiments}"
           f"{f' --epochs {args.epochs}' if args.epochs else ''}"
+          f"{f' --seed {args.seed}' if args.seed is not None else ''}"
           f"{f' --max-train {args.max_train}' if args.max_train else ''}"
           f"{f' --train-fraction {args.train_fraction:g}' if args.train_fraction < 1 else ''}"
           f"{f' --variants {chr(34)}{args.variants}{chr(34)}' if args.variants else ''}"

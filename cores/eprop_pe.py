@@ -235,11 +235,14 @@ class NeuronPE(ProcessingElement):
         if self.record_voltage:
             self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
         if self.record_spikes and len(fired):
-            b, j = (0, fired) if self.B == 1 else np.nonzero(self.z)
-            row = np.empty((3, len(j)), np.int64)  # (tick, stream, neuron) per spike
-            row[0], row[1], row[2] = tick, b, j
-            row[2] += self.lo
-            self.spike_log.append(row)
+            self._log_spikes(tick, *((0, fired) if self.B == 1 else np.nonzero(self.z)))
+
+    def _log_spikes(self, tick, b, j: np.ndarray) -> None:
+        """Log spikes of stream(s) b by this PE's neurons j at tick."""
+        row = np.empty((3, len(j)), np.int64)  # (tick, stream, neuron) per spike
+        row[0], row[1], row[2] = tick, b, j
+        row[2] += self.lo
+        self.spike_log.append(row)
 
     def _send_spikes(self, tick, keys: np.ndarray) -> PacketBatch:
         """At batch 1: the keys of the neurons that fired, sent as a batch of spikes alone (straight to

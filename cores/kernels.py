@@ -81,10 +81,28 @@ def _eprop_traces(epsv, epsa, ebar, grad, x, psi, per_synapse, adaptive, summed,
 def _compiled(fn):
     import numba  # here, not at import: routers and hosts never load it
 
+    # nogil: a second thread may run the traces of half the streams (kernel_threads)
     try:
-        return numba.njit(cache=True, error_model="numpy")(fn)
+        return numba.njit(cache=True, error_model="numpy", nogil=True)(fn)
     except RuntimeError:  # nowhere to write the cache (a read-only install and home): compile in each process
-        return numba.njit(error_model="numpy")(fn)
+        return numba.njit(error_model="numpy", nogil=True)(fn)
+
+
+_helper = None  # kernel_threads: the thread that runs the second half of the streams' traces
+
+
+def kernel_threads(n: int) -> None:
+    """Run the traces of a batch of streams on n threads (1 or 2): the local engine, which owns the machine's
+    CPUs, asks for 2 where it has them; a Ray PE process has one CPU and keeps 1. The traces are most of a
+    training tick and bound by memory traffic, which a second core adds to (1.6x on their part). Streams are
+    independent, so the bits do not change."""
+    global _helper
+    if n > 1 and _helper is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _helper = ThreadPoolExecutor(1, thread_name_prefix="s2emu-traces")
+    elif n <= 1 and _helper is not None:
+        _helper.shutdown()
+        _helper = None
 
 
 _loaded = False  # warm_kernels has loaded the compiled kernels in this process: synaptic_sum takes them
@@ -161,6 +179,19 @@ def eprop_traces(S, q: int, x: np.ndarray, psi: np.ndarray) -> None:
     epsv, epsa, ebar = S.epsv[q], S.epsa[q], S.ebar[q]
     summed = not S.online
     _float32(epsv, ebar, x, psi)
-    _compiled(_eprop_traces)(  # arrays a branch never touches are passed as ebar
-        epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,
-        S.grad[q] if summed else ebar, x, psi, S.per_synapse, S.c.adaptive, summed, *_trace_constants(S.c))
+    arrays = (epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,  # arrays a
+              S.grad[q] if summed else ebar, x, psi)  # branch never touches are passed as ebar
+    rest = (S.per_synapse, S.c.adaptive, summed, *_trace_constants(S.c))
+    kernel = _compiled(_eprop_traces)
+    half = len(x) // 2
+    if _helper is None or half < _MIN_STREAMS_A_THREAD:
+        kernel(*arrays, *rest)
+        return
+    second = _helper.submit(kernel, *(a[half:] for a in arrays), *rest)
+    try:
+        kernel(*(a[:half] for a in arrays), *rest)
+    finally:
+        second.result()
+
+
+_MIN_STREAMS_A_THREAD = 4  # fewer: handing work to the thread costs more than it saves

@@ -64,8 +64,22 @@ def state(rng, B, n_pre, n, per_synapse, adaptive, online, strided):
 @pytest.mark.parametrize("per_synapse", [True, False])
 @pytest.mark.parametrize("adaptive", [True, False])
 @pytest.mark.parametrize("online", [True, False])
-@pytest.mark.parametrize("B,strided", [(1, False), (3, False), (1, True), (2, True)])
-def test_traces_are_the_numpy_formula_bit_for_bit(per_synapse, adaptive, online, B, strided):
+@pytest.mark.parametrize("B,strided,threads", [(1, False, 1), (3, False, 1), (1, True, 1), (2, True, 1),
+                                               (9, False, 2), (9, True, 2)])
+def test_traces_are_the_numpy_formula_bit_for_bit(per_synapse, adaptive, online, B, strided, threads):
+    """threads 2: as the local engine runs them, 4 streams on a second thread and 5 on the caller's."""
+    from s2emu.cores import kernels
+
+    kernels.kernel_threads(threads)
+    try:
+        _check_traces(per_synapse, adaptive, online, B, strided)
+    finally:
+        kernels.kernel_threads(1)
+    if threads > 1:
+        assert kernels._helper is None  # kernel_threads(1) let the thread go
+
+
+def _check_traces(per_synapse, adaptive, online, B, strided):
     rng = np.random.default_rng(7)
     n_pre, n = 13, 9
     ours = state(rng, B, n_pre, n, per_synapse, adaptive, online, strided)
