@@ -23,6 +23,7 @@ with only -0 terms (numpy's reduction started from +0; the inputs start at +0 ev
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -89,6 +90,16 @@ def _compiled(fn):
 
 
 _helper = None  # kernel_threads: the thread that runs the second half of the streams' traces
+
+
+def _forget_helper_in_child() -> None:
+    """A forked child has no copy of the helper's thread: an executor it inherited would take work and never
+    run it. The child starts without one (kernel_threads makes its own)."""
+    global _helper
+    _helper = None
+
+
+os.register_at_fork(after_in_child=_forget_helper_in_child)
 
 
 def kernel_threads(n: int) -> None:

@@ -153,3 +153,35 @@ def test_kernels_compile_without_a_cache_where_none_can_be_written(monkeypatch):
     out = np.zeros((1, 2), np.float32)
     assert fn(out, np.ones((1, 3), np.float32), np.ones((3, 2), np.float32)) == 3
     assert out.tolist() == [[3.0, 3.0]]
+
+
+def test_a_forked_child_makes_its_own_trace_thread():
+    """The local engine's trace thread (kernel_threads) is not copied into a forked child: the child's traces
+    run to the end, and the same bits, instead of waiting on an executor whose thread it does not have."""
+    import multiprocessing
+
+    from s2emu.cores import kernels
+
+    kernels.kernel_threads(2)
+    try:
+        rng = np.random.default_rng(3)
+        S = state(rng, 9, 5, 4, True, True, False, False)
+        x = (rng.random((9, 5)) < 0.5).astype(np.float32)
+        psi = rng.random((9, 4)).astype(np.float32)
+        eprop_traces(S, 0, x, psi)  # the parent's thread exists and has run work
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            child = pool.apply_async(_traces_in_child, (S, x, psi)).get(timeout=60)
+        eprop_traces(S, 0, x, psi)
+        assert child.tobytes() == S.ebar[0].tobytes()
+    finally:
+        kernels.kernel_threads(1)
+
+
+def _traces_in_child(S, x, psi):
+    from s2emu.cores import kernels
+
+    assert kernels._helper is None  # forgotten at the fork
+    kernels.kernel_threads(2)
+    eprop_traces(S, 0, x, psi)
+    return S.ebar[0]
