@@ -31,7 +31,7 @@ def keyword_network(corpus=None, max_train: int = 0, max_test: int = 0) -> snn.N
         data["synth"] = {"engines": ["espeak-ng", "flite", "festival", "pico"],
                          "repeats": {"espeak-ng": 2, "flite": 60, "festival": 120, "pico": 120},
                          "unknown_per_voice": {"espeak-ng": 6, "flite": 180, "festival": 360, "pico": 360}}
-    net = snn.Network("eprop_kws", seed=1, epochs=5, batch=32, data=data, machine={"preset": "spinnaker2"},
+    net = snn.Network("eprop_kws", seed=1, epochs=3, batch=32, data=data, machine={"preset": "spinnaker2"},
                       model=str(ROOT / "models" / "eprop_kws.npz"),
                       description="12-class keyword spotting, 80 -> 120 ALIF (12 PEs) -> 12 readouts, "
                                   "symmetric e-prop, Adam")
