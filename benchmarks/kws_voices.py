@@ -14,6 +14,8 @@ corpus (a folder of links to some of its clips) and evaluates the trained weight
   each one left out in turn; test as loeo. The difference to "all" is what each augmentation is worth.
 - reg: as the ablation's "all", with firing-rate regularization (--reg-rate, toward --target-rate-hz).
 
+--seed runs with another seed; --cmn with each feature channel's mean over the clip removed as well.
+
 Writes kws_voices.json and kws_voices.md (balanced accuracy per group; chance 1/12).
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import os
 import sys
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from _results import RESULTS, arguments, write_results
 
+from s2emu.host import features
 from s2emu.host.augment import AUGMENTATIONS
 from s2emu.host.datasets import corpus_path
 from s2emu.cli import eval_recipe
@@ -95,7 +99,11 @@ def main() -> None:
                     help="another corpus made by s2emu synth (e.g. more voices) whose clips join the corpus's "
                          "(its train clips train, its test clips are held out; file names must not collide)")
     ap.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    ap.add_argument("--seed", type=int, help="override the recipe's seed (initial weights, augmentation draws)")
+    ap.add_argument("--seed", type=int,
+                    help="override the recipe's seed (initial weights, augmentation draws, silence windows)")
+    ap.add_argument("--cmn", action="store_true",
+                    help="an experiment: features with each channel's mean over the clip removed as well "
+                         "(host/features.py normalise centre=True), computed afresh in a cache of their own")
     ap.add_argument("--max-train", type=int, default=0, help="train on a seeded subset of N clips (0: all)")
     ap.add_argument("--train-fraction", type=float, default=1.0,
                     help="train on this share of the training clips, picked by a hash of their paths (before "
@@ -130,7 +138,7 @@ def main() -> None:
     def picked(r):  # the --train-fraction share of the training clips, the same in every run
         return int(hashlib.sha256(r["path"].encode()).hexdigest()[:8], 16) < args.train_fraction * 16**8
     out = {"recipe": recipe.name, "corpus": str(corpus), "extra_corpora": args.extra_corpus,
-           "epochs": recipe.schedule.epochs, "seed": recipe.seed,
+           "epochs": recipe.schedule.epochs, "seed": recipe.seed, "cmn": args.cmn,
            "augment_copies": recipe.data["augment_copies"], "max_train": args.max_train,
            "train_fraction": args.train_fraction, "engines": engines,
            "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "loeo": [], "ablation": [], "reg": []}
@@ -143,6 +151,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="s2emu-voices-") as tmp:
         tmp = Path(tmp)
+        if args.cmn:  # the corpus is found already; its features, cached by content, must not be the plain ones
+            os.environ["S2EMU_CACHE"] = str(tmp / "cmn-features")
+            features.normalise = functools.partial(features.normalise, centre=True)
         if "loeo" in wanted:
             for e in engines:
                 print(f"leave out {e}", file=sys.stderr)
@@ -180,6 +191,7 @@ def main() -> None:
           f"0.083. Command: `python benchmarks/kws_voices.py --experiments {args.experiments}"
           f"{f' --epochs {args.epochs}' if args.epochs else ''}"
           f"{f' --seed {args.seed}' if args.seed is not None else ''}"
+          f"{' --cmn' if args.cmn else ''}"
           f"{f' --max-train {args.max_train}' if args.max_train else ''}"
           f"{f' --train-fraction {args.train_fraction:g}' if args.train_fraction < 1 else ''}"
           f"{f' --variants {chr(34)}{args.variants}{chr(34)}' if args.variants else ''}"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import os
 import time
 from collections import deque
 
 from s2emu.checkpoint import in_flight, pack, unpack
 from s2emu.cores.group import make_pes, step_plan
 from s2emu.cores.kernels import kernel_threads
+from s2emu.cpus import usable_cpus
 from s2emu.host.host import make_host
 from s2emu.router.mesh import Mesh
 from s2emu.router.packets import decode, encode
@@ -25,7 +25,7 @@ def run_local(build, *, progress=None, observer=None, checkpointer=None, resume=
     build.window K > 1 delivers what is sent at tick t at t + K, as the ray engine's windowed exchange does
     (one process gains nothing from the windows themselves; this is their reference)."""
     t0 = time.perf_counter()
-    kernel_threads(min(2, len(os.sched_getaffinity(0))))  # this process steps every PE: it has the CPUs
+    kernel_threads(min(2, usable_cpus()))  # this process steps every PE: it has the CPUs
     pes, groups = make_pes(build.pe_configs, group)
     host = make_host(build.host_config)
     m = build.mapping

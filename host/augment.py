@@ -27,11 +27,11 @@ Noise colours, babble and the room are generated here, so nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from s2emu.cpus import usable_cpus
 from s2emu.errors import S2EmuError
 
 from .audio import resample
@@ -182,7 +182,7 @@ def _in_threads(fn, items):
     whole-batch features gain nothing, being bound by memory traffic). Each item's result must depend on
     that item alone, so that the numbers do not depend on the threads."""
     items = list(items)
-    workers = min(4, len(os.sched_getaffinity(0)), len(items))
+    workers = min(4, usable_cpus(), len(items))
     if workers <= 1:
         yield from map(fn, items)
         return

@@ -141,14 +141,18 @@ def mel_power_batch(clips: np.ndarray, spec: FeatureSpec, mel: _MelPower | None 
     return mel(x[:, idx])
 
 
-def normalise(mel_power: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """[..., frames, n_mels] mel power of whole clips -> [..., frames, channels] network inputs."""
+def normalise(mel_power: np.ndarray, spec: FeatureSpec, *, centre: bool = False) -> np.ndarray:
+    """[..., frames, n_mels] mel power of whole clips -> [..., frames, channels] network inputs. centre: remove
+    each channel's mean over the clip too (cepstral mean normalization; SCIENCE.md's features keep it, and so
+    does every recipe: benchmarks/kws_voices.py --cmn measures what it would change)."""
     s = np.asarray(mel_power, np.float64)
     peak = s.max(axis=(-2, -1), keepdims=True)
     f = np.log1p(np.divide(s, peak, out=np.zeros_like(s), where=peak > 0))
     if spec.deltas:
         d = np.diff(f, axis=-2, prepend=f[..., :1, :])  # backward difference, 0 at the first frame
         f = np.concatenate([f, d], axis=-1)
+    if centre:
+        f = f - f.mean(axis=-2, keepdims=True)
     sd = f.std(axis=-2, keepdims=True)
     f = np.divide(f, sd, out=np.zeros_like(f), where=sd > 1e-12)
     return f.astype(np.float32)

@@ -185,3 +185,14 @@ def _traces_in_child(S, x, psi):
     kernels.kernel_threads(2)
     eprop_traces(S, 0, x, psi)
     return S.ebar[0]
+
+
+def test_usable_cpus_without_an_affinity_mask(monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: the engine and augmentation count the machine's CPUs."""
+    import os
+
+    from s2emu.cpus import usable_cpus
+
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert usable_cpus() == (os.cpu_count() or 1)
