@@ -458,8 +458,11 @@ def s_kws_voices(r: Result) -> tuple[str, str]:
             left = next(v for g, v in row["groups"].items() if "left out" in g)
             what = row.get("variant") or "all augmentations"
             parts.append(f"{row['left_out']} out ({what}): {left['balanced_accuracy']:.3f}")
+    extras = "".join(f", {x}" for x, on in ((f"seed {d.get('seed')}", d.get("seed") not in (None, 1)),
+                                            ("features with channel means removed (--cmn)", d.get("cmn")))
+                     if on)
     return (f"keyword model on voices it never heard: balanced accuracy on the engine left out, {d['epochs']} "
-            f"epoch(s), {d['train_fraction']:g} of the clips",
+            f"epoch(s), {d['train_fraction']:g} of the clips{extras}",
             "; ".join(parts) + "; target >= 0.80")
 
 
@@ -556,7 +559,8 @@ SUMMARIES = {"run": s_run, "stream_rtf": s_stream_rtf, "nest_eprop": s_nest_epro
 # the page's order: what a reader asks first
 ORDER = ["kws_train", "stream_rtf", "nest_eprop", "train_throughput", "deepr_mnist", "deepr_scaling",
          "sweep_kws", "sweep_digits", "bptt_scaling", "full_chip", "full_chip_ppp4", "full_chip_2chips_ppp4",
-         "kws_voices_loeo", "kws_voices_ablation", "kws_voices_reg", "kws_voices_speakers", "detect", "board", "board_costs", "mesh", "window",
+         "kws_voices_loeo_full", "kws_voices_loeo", "kws_voices_ablation", "kws_voices_shift_seed2", "kws_voices_cmn",
+         "kws_voices_epochs10", "kws_voices_reg", "kws_voices_speakers", "detect", "board", "board_costs", "mesh", "window",
          "netns_latency", "ray_transport", "soak", "smoke", "scale_smoke", "scale_kws"]
 
 
