@@ -3,11 +3,12 @@
     python benchmarks/train_throughput.py [--train 256] [--test 64] [--repeats 3]
 
 recipes/eprop_kws.toml (80-120-12 ALIF, e-prop, Adam; 12 hidden PEs + the readout PE) on a seeded subset of
-the bundled corpus, at the recipe's batch (32 streams) and at the chip's batch 1. Each repeat runs one epoch
+the recipe's corpus, at the recipe's batch (32 streams) and at the chip's batch 1. Each repeat runs one epoch
 (train, then test) and a test pass alone on the same clips; the difference is the training time, so
 samples_per_second counts training samples (forward, eligibility traces, learning signal, Adam) only.
-seconds_per_epoch scales that to the whole training set (1,372 clips). Engine wall time only (data loading
-and feature extraction are not counted). Medians over repeats. Writes train_throughput.json and .md.
+seconds_per_epoch scales that to the whole training set (17,248 samples an epoch with the recipe's corpus).
+Engine wall time only (data loading and feature extraction are not counted). Medians over repeats. Writes
+train_throughput.json and .md.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def main() -> None:
     md = [f"Training throughput of recipes/eprop_kws.toml on the local engine ({out['date']}); "
           f"`python benchmarks/train_throughput.py --train {args.train} --test {args.test} --repeats {args.repeats}`; "
           f"medians of {args.repeats}.", "",
-          "| batch (streams) | training samples/s | seconds per epoch (1,372 clips) | test samples/s |",
+          f"| batch (streams) | training samples/s | seconds per epoch ({n_train_all:,} samples) | test samples/s |",
           "|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['batch']} | {r['samples_per_second']:.1f} | {r['seconds_per_epoch']:.0f} | "
