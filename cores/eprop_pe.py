@@ -232,10 +232,13 @@ class NeuronPE(ProcessingElement):
 
     def _record(self, tick, fired: np.ndarray) -> None:
         """Log the tick's voltages and spikes (`fired`: the neurons that spiked in any stream) where asked."""
-        if self.record_voltage:
-            self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
+        self._log_voltage(tick)
         if self.record_spikes and len(fired):
             self._log_spikes(tick, *((0, fired) if self.B == 1 else np.nonzero(self.z)))
+
+    def _log_voltage(self, tick) -> None:
+        if self.record_voltage:
+            self.voltage_log.append(np.concatenate([[tick], np.asarray(self.v, np.float64).ravel()]))
 
     def _log_spikes(self, tick, b, j: np.ndarray) -> None:
         """Log spikes of stream(s) b by this PE's neurons j at tick."""

@@ -289,7 +289,7 @@ class NeuronGroup:
         for p, m in enumerate(self.members):
             self.at = p
             m._note_work(work)
-            m._record(tick, fired[:0])  # its voltages: its spikes were found above, for the group
+            m._log_voltage(tick)  # and its spikes, found above for the group:
             if m0.record_spikes and at[p] < at[p + 1]:
                 m._log_spikes(tick, b[at[p]:at[p + 1]], j[at[p]:at[p + 1]] - p * self.n)
             m.counters["spikes"] += spikes[p]

@@ -191,15 +191,13 @@ def eprop_traces(S, q: int, x: np.ndarray, psi: np.ndarray) -> None:
     summed = not S.online
     _float32(epsv, ebar, x, psi)
     kernel = _compiled(_eprop_traces)
-    if _helper is None or len(x) < 2 * _MIN_STREAMS_A_THREAD:  # one thread: the call as it was, no tuples
-        kernel(epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,  # arrays a
-               S.grad[q] if summed else ebar, x, psi,  # branch never touches are passed as ebar
-               S.per_synapse, S.c.adaptive, summed, *_trace_constants(S.c))
-        return
-    arrays = (epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,
-              S.grad[q] if summed else ebar, x, psi)
+    arrays = (epsv if S.per_synapse else epsv[:, :, None], ebar if epsa is None else epsa, ebar,  # arrays a
+              S.grad[q] if summed else ebar, x, psi)  # branch never touches are passed as ebar
     rest = (S.per_synapse, S.c.adaptive, summed, *_trace_constants(S.c))
     half = len(x) // 2
+    if _helper is None or half < _MIN_STREAMS_A_THREAD:
+        kernel(*arrays, *rest)
+        return
     second = _helper.submit(kernel, *(a[half:] for a in arrays), *rest)
     try:
         kernel(*(a[:half] for a in arrays), *rest)
